@@ -1,7 +1,10 @@
 """Memorisation metrics from one teacher-forced pass: exact memorisation and extraction strength.
 
 Both read ``ScoredSequence.argmax_match``: ``m_t = 1[argmax_v p_θ(v | x, y_<t) = y_t]`` for the
-answer tokens ``t = 0 … |y|−1`` (EOS included when the answer was scored with it).
+answer tokens ``t = 0 … |y|−1`` WITHOUT the closing EOS of a QA answer
+(:meth:`ScoredSequence.without_eos`), as published (Wang et al. 2025; open-unlearning's
+``exact_memorization`` / ``extraction_strength``). An answer whose only scored token is the EOS
+(an empty answer) keeps that token, so both stay defined.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from obliviate.eval.scored import ScoredSequence
 
 
 def _matches(seq: ScoredSequence, name: str) -> np.ndarray:
-    m = np.asarray(seq.argmax_match).reshape(-1)
+    m = np.asarray(seq.without_eos().argmax_match).reshape(-1)
     if m.size == 0:
         raise ValueError(f"{name}: the sequence has no answer tokens")
     if not np.isin(m, (0, 1)).all():
@@ -23,13 +26,15 @@ def _matches(seq: ScoredSequence, name: str) -> np.ndarray:
 def exact_memorization(seq: ScoredSequence) -> float:
     """EM = ``(1/|y|) Σ_t 1[argmax p_θ(· | x, y_<t) = y_t]`` (Tirumala et al. 2022, "Memorization
     without overfitting"; used for unlearning by Wang et al. 2025, "Towards effective evaluations
-    and comparisons for LLM unlearning methods", ICLR).
+    and comparisons for LLM unlearning methods", ICLR), over the answer tokens without the
+    closing EOS.
     """
     return float(_matches(seq, "exact_memorization").mean())
 
 
 def extraction_strength(seq: ScoredSequence) -> float:
-    """ES = ``1 − k*/|y|`` (Carlini et al. 2021; Wang et al. 2025, ICLR).
+    """ES = ``1 − k*/|y|`` (Carlini et al. 2021; Wang et al. 2025, ICLR), over the answer tokens
+    without the closing EOS.
 
     Exact reading used here: ``k* = min{k ∈ {0, …, |y|} : m_t = 1 for every t ≥ k}``, the shortest
     answer prefix ``y_<k`` after which every remaining answer token is the teacher-forced argmax.
@@ -39,7 +44,8 @@ def extraction_strength(seq: ScoredSequence) -> float:
     - every token matches → ``k* = 0``, ES = 1 (the whole answer is extracted from the question);
     - the last token mismatches → no non-empty suffix qualifies, ``k* = |y|``, ES = 0 ("0 if
       never"; the empty suffix is vacuously matched, which is what makes ``k* = |y|`` the
-      fallback).
+      fallback). open-unlearning's loop stops at ``k = |y| − 1`` and so returns ``1/|y|`` here;
+      0 is kept, as the definition gives.
 
     Teacher forcing is exact here, not an approximation: if every argmax from position k on
     equals the ground truth, greedy decoding from ``x, y_<k`` feeds itself exactly those tokens

@@ -76,6 +76,12 @@ def score_pairs(
                 mu=mu.cpu().numpy().astype(np.float64),
                 sigma=sigma.cpu().numpy().astype(np.float64),
                 argmax_match=match.cpu().numpy().astype(np.float64),
+                # the closing EOS that encode_pair appends (raw text has none)
+                ends_with_eos=bool(
+                    encode is encode_pair
+                    and tgt.numel() > 0
+                    and int(tgt[-1]) == tokenizer.eos_token_id
+                ),
             )
         if counter is not None:
             counter.forward_batches += 1
