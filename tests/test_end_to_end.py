@@ -62,8 +62,27 @@ def test_run_dir_contract(demo_rows):
         assert json.loads((run / name / "summary.json").read_text())["model_utility"] > 0
 
 
-def test_second_run_reuses_cached_models(demo_rows):
+def test_second_run_reuses_cached_models(demo_rows, monkeypatch):
+    """The demo already trained the target: finetune must hit the cache and build nothing."""
+    from pathlib import Path
+
+    from obliviate.cache import Cache
+
     _, cfg = demo_rows
+    real_get_or_build = Cache.get_or_build
+    lookups = []
+
+    def must_not_build(tmp):
+        raise AssertionError(f"cache miss: rebuilding {tmp.parent.name}/{tmp.name}")
+
+    def spy(self, kind, key, build):
+        path, hit = real_get_or_build(self, kind, key, must_not_build)
+        lookups.append((kind, hit))
+        return path, hit
+
+    monkeypatch.setattr(Cache, "get_or_build", spy)
     first = api.finetune(cfg, "full")
     assert api.finetune(cfg, "full") == first
-    assert (__import__("pathlib").Path(first).parent / ".complete").is_file()
+    assert [hit for kind, hit in lookups if kind == "finetune"] == [True, True]
+    assert all(hit for _, hit in lookups), lookups
+    assert (Path(first).parent / ".complete").is_file()

@@ -10,18 +10,16 @@ import pytest
 from obliviate.eval.metrics import (
     forget_quality,
     harmonic_mean,
-    masked_token_logprobs,
     normalized_probability,
     probability,
     rouge_l_f1,
     rouge_l_recall,
-    sequence_stats,
     truth_ratio,
     truth_ratio_forget,
     truth_ratio_retain,
 )
 
-LN2, LN3, LN6 = math.log(2.0), math.log(3.0), math.log(6.0)
+LN2 = math.log(2.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,95 +212,3 @@ def test_harmonic_mean_bad_inputs_raise() -> None:
     # NaN is reported even when a zero would otherwise short-circuit to 0
     with pytest.raises(ValueError, match="NaN"):
         harmonic_mean([0.0, math.nan])
-
-
-# --------------------------------------------------------------------------------------------
-# sequence stats and label masking
-
-
-def test_sequence_stats() -> None:
-    # log p = [ln 0.5, ln 0.25] -> S = ln 2 + ln 4 = 3 ln 2 = 2.079442, S̄ = 1.5 ln 2 = 1.039721
-    s, s_bar = sequence_stats(np.log(np.array([0.5, 0.25])))
-    assert s == pytest.approx(3 * LN2)
-    assert s_bar == pytest.approx(1.5 * LN2)
-    assert sequence_stats(np.array([])) == (0.0, 0.0)
-
-
-# Vocab 3. Rows with hand-known softmax:
-#   [0, 0, 0]           -> [1/3, 1/3, 1/3]
-#   [0, ln 2, 0]        -> [1, 2, 1] / 4 = [0.25, 0.5, 0.25]
-#   [0, ln 3, ln 6]     -> [1, 3, 6] / 10 = [0.1, 0.3, 0.6]
-#   [100, 0, 0] (junk)  -> ~[1, 0, 0]; only appears where the next label is -100
-UNIFORM = [0.0, 0.0, 0.0]
-HALF = [0.0, LN2, 0.0]
-TENTHS = [0.0, LN3, LN6]
-JUNK = [100.0, 0.0, 0.0]
-
-
-def _tiny_batch() -> tuple[np.ndarray, np.ndarray]:
-    # row 0 (right padding): positions 0-1 prompt, 2-3 answer, 4 pad
-    #   labels [-100, -100, 1, 2, -100]; shifted labels[1:] = [-100, 1, 2, -100]
-    #   -> scored: logits[1] predicts 1 (HALF: 0.5), logits[2] predicts 2 (TENTHS: 0.6)
-    # row 1 (left padding): position 0 pad, 1-2 prompt, 3-4 answer; label at 0 is NOT -100
-    #   but is never scored (nothing predicts position 0)
-    #   labels [0, -100, -100, 0, 1]; shifted [-100, -100, 0, 1]
-    #   -> logits[2] predicts 0 (UNIFORM: 1/3), logits[3] predicts 1 (TENTHS: 0.3)
-    logits = np.array(
-        [
-            [JUNK, HALF, TENTHS, JUNK, JUNK],
-            [JUNK, JUNK, UNIFORM, TENTHS, JUNK],
-        ]
-    )
-    labels = np.array([[-100, -100, 1, 2, -100], [0, -100, -100, 0, 1]])
-    return logits, labels
-
-
-def test_masked_token_logprobs_hand() -> None:
-    logits, labels = _tiny_batch()
-    rows = masked_token_logprobs(logits, labels)
-    assert len(rows) == 2
-    # row 0: [ln 0.5, ln 0.6] = [-0.693147, -0.510826]
-    np.testing.assert_allclose(rows[0], [math.log(0.5), math.log(0.6)], rtol=1e-12)
-    # row 1: [ln 1/3, ln 0.3] = [-1.098612, -1.203973]
-    np.testing.assert_allclose(rows[1], [math.log(1 / 3), math.log(0.3)], rtol=1e-12)
-
-
-def test_probability_with_label_masking() -> None:
-    logits, labels = _tiny_batch()
-    rows = masked_token_logprobs(logits, labels)
-    # row 0: S = -(ln 0.5 + ln 0.6) = -ln 0.3 = 1.203973, S̄ = 0.601986
-    # p = exp(-S̄) = sqrt(0.5 * 0.6) = sqrt(0.3) = 0.547723 (geometric mean token prob)
-    s, s_bar = sequence_stats(rows[0])
-    assert s == pytest.approx(-math.log(0.3))
-    assert s_bar == pytest.approx(-math.log(0.3) / 2)
-    assert probability(s_bar) == pytest.approx(math.sqrt(0.3))
-    # row 1: p = sqrt(1/3 * 0.3) = sqrt(0.1) = 0.316228
-    assert probability(sequence_stats(rows[1])[1]) == pytest.approx(math.sqrt(0.1))
-    # the JUNK positions (prob ~1 of token 0) would have changed this had they been scored:
-    # unmasking row 0's last label (position 4 -> token 0 predicted by JUNK at 3) adds ln ~1 = 0
-    # to S but one more token: S̄ = 1.203973 / 3 = 0.401324
-    unmasked = labels.copy()
-    unmasked[0, 4] = 0
-    s3, s_bar3 = sequence_stats(masked_token_logprobs(logits, unmasked)[0])
-    assert s3 == pytest.approx(-math.log(0.3), abs=1e-9)
-    assert s_bar3 == pytest.approx(-math.log(0.3) / 3, abs=1e-9)
-
-
-def test_masked_token_logprobs_all_masked_and_stability() -> None:
-    # fully masked row -> empty array -> (S, S̄) = (0, 0)
-    logits = np.zeros((1, 3, 3))
-    rows = masked_token_logprobs(logits, np.full((1, 3), -100))
-    assert rows[0].shape == (0,)
-    assert sequence_stats(rows[0]) == (0.0, 0.0)
-    # large logits do not overflow: [1000, 1000 + ln 2, 1000] has the HALF softmax
-    big = np.array([[[1000.0, 1000.0 + LN2, 1000.0], UNIFORM]])
-    np.testing.assert_allclose(masked_token_logprobs(big, np.array([[-100, 1]]))[0], [-LN2])
-
-
-def test_masked_token_logprobs_bad_shapes_raise() -> None:
-    with pytest.raises(ValueError, match=r"\(B, T, V\)"):
-        masked_token_logprobs(np.zeros((3, 3)), np.zeros((1, 3), dtype=int))
-    with pytest.raises(ValueError, match="labels shape"):
-        masked_token_logprobs(np.zeros((1, 3, 3)), np.zeros((1, 4), dtype=int))
-    with pytest.raises(ValueError, match="outside"):
-        masked_token_logprobs(np.zeros((1, 3, 3)), np.array([[-100, 3, 0]]))

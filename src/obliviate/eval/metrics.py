@@ -1,8 +1,9 @@
 """Pure TOFU-style metric functions over floats, numpy arrays and strings (no model code).
 
-Notation (SPEC §3): for an answer ``y`` of ``|y|`` tokens with teacher-forced token log-probs
-``log p(y_t)``, the summed negative log-likelihood is ``S = -Σ_t log p(y_t)`` and the
-length-normalised one is ``S̄ = S / |y|``. Every likelihood metric below takes ``S̄`` values.
+Notation (TOFU, Maini et al. 2024; the README's metric reference): for an answer ``y`` of ``|y|``
+tokens with teacher-forced token log-probs ``log p(y_t)``, the summed negative log-likelihood is
+``S = -Σ_t log p(y_t)`` and the length-normalised one is ``S̄ = S / |y|``. Every likelihood metric
+below takes ``S̄`` values.
 """
 
 from __future__ import annotations
@@ -14,10 +15,6 @@ from functools import lru_cache
 import numpy as np
 from rouge_score import rouge_scorer, scoring
 from scipy import stats
-
-IGNORE_INDEX = -100
-"""Label value excluded from scoring (prompt and padding positions), as in Hugging Face."""
-
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -151,55 +148,3 @@ def harmonic_mean(values: Sequence[float] | np.ndarray) -> float:
     if (arr <= 0).any():
         return 0.0
     return float(arr.size / np.sum(1.0 / arr))
-
-
-# --------------------------------------------------------------------------------------------
-# token-level reference implementations
-
-
-def sequence_stats(token_logprobs: np.ndarray) -> tuple[float, float]:
-    """(S, S̄) = (−Σ_t log p_t, −mean_t log p_t); (0.0, 0.0) for no tokens."""
-    lp = np.asarray(token_logprobs, dtype=np.float64).reshape(-1)
-    if lp.size == 0:
-        return 0.0, 0.0
-    total = float(-lp.sum())
-    return total, total / lp.size
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log softmax over the last axis: x_v − max(x) − log Σ_w exp(x_w − max(x))."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def masked_token_logprobs(logits: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
-    """Per-row log p(labels[b, t+1] | logits[b, t]) over positions whose label is not −100.
-
-    Causal-LM shift: ``logits[:, :-1]`` predicts ``labels[:, 1:]``; the label at position 0 is
-    never scored. logits: (B, T, V); labels: (B, T) ints, −100 marking prompt / padding.
-    Returns B float64 arrays, row b holding its answer tokens' log-probs in order.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels)
-    if logits.ndim != 3:
-        raise ValueError(f"masked_token_logprobs: logits must be (B, T, V), got {logits.shape}")
-    if labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"masked_token_logprobs: labels shape {labels.shape} != logits (B, T) "
-            f"{logits.shape[:2]}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"masked_token_logprobs: labels must be integers, got {labels.dtype}")
-    vocab = logits.shape[2]
-    target = labels[:, 1:]
-    keep = target != IGNORE_INDEX
-    bad = keep & ((target < 0) | (target >= vocab))
-    if bad.any():
-        raise ValueError(
-            f"masked_token_logprobs: label {int(target[bad][0])} outside [0, {vocab}) "
-            f"and not {IGNORE_INDEX}"
-        )
-    logp = _log_softmax(logits[:, :-1])
-    safe = np.where(keep, target, 0)
-    picked = np.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-    return [picked[b][keep[b]] for b in range(logits.shape[0])]
