@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 from obliviate.config import PACKAGE_CONFIGS, load_config
 from obliviate.data.refusals import load_refusals
@@ -22,6 +23,7 @@ from obliviate.errors import ConfigError
 from obliviate.methods import get_method_class, method_names
 from obliviate.methods.flat import FLAT
 from obliviate.methods.retain import RETAIN_TERMS
+from obliviate.methods.rmu import hidden_at
 from obliviate.methods.undial import undial_targets
 
 IGN = -100
@@ -39,11 +41,17 @@ class _Block(torch.nn.Module):
         self.mlp = torch.nn.Module()
         self.mlp.down_proj = torch.nn.Linear(1, 1, bias=False)
 
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # passes the registered hidden state through, on the graph of this layer's MLP weight
+        # (RMU trains only those, and reads a layer's output with a forward hook)
+        return h + 0.0 * self.mlp.down_proj.weight.sum()
+
 
 class FakeLM(torch.nn.Module):
     """Returns the fixed logits / hidden states registered for the sub-batch's tag (first input id).
 
-    Logits and hidden states are parameters, so gradients flow to them. ``layers.<i>.mlp.down_proj``
+    Logits and hidden states are parameters, so gradients flow to them. ``layers[i]`` outputs the
+    registered hidden state ``i + 1`` (the residual stream after layer i); its ``mlp.down_proj``
     exists only so RMU's parameter selection has something to select.
     """
 
@@ -64,9 +72,9 @@ class FakeLM(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask=None, output_hidden_states=False, **kwargs):
         key = str(int(input_ids[0, 0]))
-        # a zero that keeps the MLP weights on the graph, as RMU trains only those
-        anchor = 0.0 * sum(p.sum() for p in self.layers.parameters())
-        hidden = tuple(h + anchor for h in self.hid[key]) if output_hidden_states else None
+        hid = self.hid[key]
+        outs = [hid[0]] + [block(hid[i + 1]) for i, block in enumerate(self.layers)]
+        hidden = tuple(outs) if output_hidden_states else None
         return SimpleNamespace(logits=self.out[key], hidden_states=hidden)
 
 
@@ -308,7 +316,7 @@ def _hand_rmu(w: World, m) -> float:
 _HAND_RETAIN = {
     "nll": lambda w, m: _hand_ce(w, "retain"),
     "kl": lambda w, m: _hand_kl(w),
-    "ap": lambda w, m: _hand_ap(w, m.ap_beta),
+    "ap": lambda w, m: _hand_ap(w, m.retain.beta),
 }
 
 _HAND_FORGET = {
@@ -440,7 +448,7 @@ def test_flat_divergences(divergence):
 
 
 def test_flat_tv_is_the_spec_form():
-    """SPEC: −½·tanh(P_e) + ½·tanh(P_f) with P the mean token probability."""
+    """The paper's TV form: −½·tanh(P_e) + ½·tanh(P_f) with P the mean token probability."""
     w = random_world(1)
     p_e, p_f = _mean_prob(w, "forget_idk")[0], _mean_prob(w, "forget")[0]
     assert run("flat", w)[1].item() == pytest.approx(
@@ -456,8 +464,9 @@ def test_flat_rejects_unknown_divergence():
 @pytest.mark.parametrize("term", sorted(RETAIN_TERMS))
 def test_retain_term_matches_hand_value(term):
     w = random_world(2)
-    m = get_method_class("ga").from_params({"retain_loss": term, "ap_beta": 0.3})
-    value = RETAIN_TERMS[term](m, w.model, w.batch, w.ref).item()
+    extra = {"retain_params": {"beta": 0.3}} if term == "ap" else {}
+    m = get_method_class("ga").from_params({"retain_loss": term, **extra})
+    value = m.retain(w.model, w.batch, w.ref).item()
     assert value == pytest.approx(_HAND_RETAIN[term](w, m), rel=1e-5)
 
 
@@ -466,8 +475,8 @@ def test_ap_prefers_true_retain_answer():
     w = random_world(1)
     m = get_method_class("idk_ap").from_params({})
     s_true, s_idk = sum(_token_nll(w, "retain")[0]), sum(_token_nll(w, "retain_idk")[0])
-    ap = RETAIN_TERMS["ap"](m, w.model, w.batch, None).item()
-    assert (ap < math.log(2) / m.ap_beta) == (s_true < s_idk)
+    ap = m.retain(w.model, w.batch, None).item()
+    assert (ap < math.log(2) / m.retain.beta) == (s_true < s_idk)
 
 
 def test_combined_loss_weights():
@@ -475,6 +484,119 @@ def test_combined_loss_weights():
     w = random_world(2)
     _, loss = run("me_gd", w)
     assert loss.item() == pytest.approx(0.1 * _hand_me(w) + _hand_ce(w, "retain"), rel=1e-6)
+
+
+def _hand_me_all(w: World) -> float:
+    """ME over every next-token position of every row: question, answer and padding alike."""
+    z = w.z("forget")
+    vals = []
+    for b, row in enumerate(w.labels["forget"]):
+        for t in range(len(row) - 1):
+            lp = _lsm(z[b][t])
+            vals.append(sum((1 / V) * (math.log(1 / V) - lp[v]) for v in range(V)))
+    return _mean(vals)
+
+
+def test_me_positions_answer_and_all_by_hand():
+    """``answer`` (default) is the paper's loss; ``all`` averages over every position, as the
+    authors' shipped ME+GD runs (unmasked forget labels) do."""
+    w = random_world(3)  # the third row is padding only
+    assert get_method_class("me").from_params({}).positions == "answer"
+    assert run("me", w)[1].item() == pytest.approx(_hand_me(w), rel=1e-6)
+    everywhere = run("me", w, {"positions": "all"})[1].item()
+    assert everywhere == pytest.approx(_hand_me_all(w), rel=1e-6)
+    assert everywhere != pytest.approx(_hand_me(w), rel=1e-3)
+    _, me_gd = run("me_gd", w, {"positions": "all"})
+    assert me_gd.item() == pytest.approx(0.1 * _hand_me_all(w) + _hand_ce(w, "retain"), rel=1e-6)
+    with pytest.raises(ConfigError, match="positions"):
+        get_method_class("me").from_params({"positions": "prompt"})
+
+
+def test_undial_default_is_forget_only():
+    """The paper distils on the forget set only (open-unlearning ships alpha 0): no retain term."""
+    m = get_method_class("undial").from_params({})
+    assert m.retain_loss is None and m.retain is None
+    assert m.requirements() == {"forget", "ref"}
+    w = random_world(2)
+    assert run("undial", w)[1].item() == pytest.approx(_hand_undial(w, 10.0), rel=1e-6)
+
+
+def test_idk_with_nll_retain_is_a_sum_of_two_means():
+    """``retain_loss: nll`` gives CE(x_f, y_idk) + CE(D_r) (closer-look's IDK+GD), not TOFU's one
+    CE pooled over both sets' answer tokens."""
+    w = random_world(2)
+    _, loss = run("idk", w, {"retain_loss": "nll"})
+    assert loss.item() == pytest.approx(_hand_ce(w, "forget_idk") + _hand_ce(w, "retain"), rel=1e-6)
+    pooled = _mean([x for s in ("forget_idk", "retain") for row in _token_nll(w, s) for x in row])
+    assert loss.item() == pytest.approx(2 * pooled, rel=0.5)  # about twice, not equal
+    assert loss.item() != pytest.approx(pooled, rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# defaults, aliases and retain-term parameters
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ga", {"gamma": 1.0, "alpha": 1.0, "retain_loss": None}),
+        ("graddiff", {"gamma": 1.0, "alpha": 1.0, "retain_loss": "nll"}),
+        ("npo", {"beta": 0.1, "gamma": 1.0, "alpha": 1.0, "retain_loss": "nll"}),
+        ("simnpo", {"beta": 4.5, "delta": 0.0, "gamma": 0.125, "retain_loss": "nll"}),
+        ("idk", {"retain_loss": None}),
+        ("idk_ap", {"gamma": 1.0, "alpha": 1.0, "retain_loss": "ap"}),
+        ("dpo", {"beta": 0.1, "retain_loss": "nll"}),
+        ("idkdpo", {"beta": 0.1, "retain_loss": "nll"}),
+        ("me", {"gamma": 1.0, "retain_loss": None, "positions": "answer"}),
+        ("me_gd", {"gamma": 0.1, "alpha": 1.0, "retain_loss": "nll"}),
+        ("rmu", {"alpha": 100.0, "layer": None, "retain_loss": None}),
+        ("undial", {"beta": 10.0, "retain_loss": None}),
+        ("wga", {"beta": 1.0, "retain_loss": "nll"}),
+        ("satimp", {"beta1": 5.0, "beta2": 1.0, "alpha": 0.1, "retain_loss": "nll"}),
+        ("flat", {"divergence": "tv", "retain_loss": None}),
+        ("ceu", {"skip_first": 1, "retain_loss": None}),
+    ],
+)
+def test_defaults_are_the_published_values(name, expected):
+    m = get_method_class(name).from_params({})
+    assert {k: getattr(m, k) for k in expected} == expected
+
+
+def test_ap_beta_defaults_to_the_papers():
+    assert get_method_class("idk_ap").from_params({}).retain.beta == 0.1
+
+
+@pytest.mark.parametrize(
+    ("alias", "base", "overrides"),
+    [
+        ("graddiff", "ga", {"retain_loss": "nll"}),
+        ("me_gd", "me", {"gamma": 0.1, "retain_loss": "nll"}),
+        ("idk_ap", "idk", {"retain_loss": "ap"}),
+        ("idkdpo", "dpo", {}),
+    ],
+)
+def test_variants_are_aliases_not_subclasses(alias, base, overrides):
+    spec, base_spec = get_method_class(alias), get_method_class(base)
+    assert spec.is_alias and not base_spec.is_alias
+    assert spec.cls is base_spec.cls
+    assert dict(spec.defaults) == overrides
+    assert spec.from_params({}) == base_spec.from_params(overrides)
+    # user params still win over an alias's defaults
+    assert spec.from_params({"retain_loss": None}).retain_loss is None
+    assert alias in method_names()
+
+
+def test_retain_params_belong_to_the_retain_term():
+    m = get_method_class("ga").from_params({"retain_loss": "ap", "retain_params": {"beta": 0.3}})
+    assert m.retain.beta == 0.3
+    with pytest.raises(ConfigError, match=r"unlearn\.params\.retain_params\.beta"):
+        get_method_class("graddiff").from_params({"retain_params": {"beta": 0.3}})  # nll has none
+    with pytest.raises(ConfigError, match="retain_params"):
+        get_method_class("ga").from_params({"retain_params": {"beta": 0.3}})  # no retain term
+    with pytest.raises(ConfigError, match="ap_beta"):
+        get_method_class("idk_ap").from_params({"ap_beta": 0.3})  # moved to retain_params
+    with pytest.raises(ConfigError, match="retain_params"):
+        get_method_class("rmu").from_params({"retain_params": {"beta": 0.3}})
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,7 +660,7 @@ def test_long_answers_stay_finite(name, sign):
 def test_kl_ignores_padding_and_prompt_positions():
     w = random_world(2)
     m = get_method_class("ga").from_params({"retain_loss": "kl"})
-    before = RETAIN_TERMS["kl"](m, w.model, w.batch, w.ref).item()
+    before = m.retain(w.model, w.batch, w.ref).item()
     with torch.no_grad():
         for b, row in enumerate(w.labels["retain"]):
             used = {t for t, _ in _steps(row)}
@@ -546,7 +668,7 @@ def test_kl_ignores_padding_and_prompt_positions():
                 if t not in used:
                     w.model.out[str(TAGS["retain"])][b, t] += 7.0 * torch.arange(V)
                     w.ref.out[str(TAGS["retain"])][b, t] -= 3.0 * torch.arange(V)
-    after = RETAIN_TERMS["kl"](m, w.model, w.batch, w.ref).item()
+    after = m.retain(w.model, w.batch, w.ref).item()
     assert after == pytest.approx(before, rel=1e-6)
 
 
@@ -567,7 +689,8 @@ def test_undial_penalises_exactly_the_true_token():
 
 
 def test_undial_masked_positions_take_no_penalty():
-    """Masked positions must not be scattered at index -100 (the last-vocabulary-entry bug)."""
+    """Masked positions must not be scattered at index -100 (upstream's bug: as a negative index it
+    penalises token V − 100)."""
     w = random_world(2)
     m, loss = run("undial", w, {"retain_loss": None})
     assert loss.item() == pytest.approx(_hand_undial(w, m.beta), rel=1e-6)
@@ -681,6 +804,34 @@ def test_gradients_are_finite_on_tiny_llama(name, llama):
     assert all(p.grad is None for p in ref_model.parameters())
 
 
+def test_rmu_steers_the_residual_stream_not_the_final_norm():
+    """On a 2-layer model the default layer is the last one; RMU must steer that layer's output,
+    not HF's ``hidden_states[-1]``, which is the final norm's output."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
+    model = transformers.LlamaForCausalLM(cfg)
+    batch = _llama_batch()
+    m = get_method_class("rmu").from_params({})
+    m.prepare(model, copy.deepcopy(model).requires_grad_(False), batch)
+    assert m._layer == 1
+    sub = batch["forget"]
+    steered = hidden_at(model, sub, m._layer)
+    out = model(
+        input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], output_hidden_states=True
+    )
+    assert not torch.allclose(steered, out.hidden_states[-1], atol=1e-4)
+    assert torch.allclose(model.model.norm(steered), out.hidden_states[-1], atol=1e-5)
+    # below the last layer the hook and hidden_states agree
+    assert torch.allclose(hidden_at(model, sub, 0), out.hidden_states[1])
+
+
 def test_rmu_trains_only_the_selected_mlps(llama):
     model = copy.deepcopy(llama[0])
     m = get_method_class("rmu").from_params({})
@@ -710,22 +861,28 @@ def test_every_method_ships_a_config(name):
 
 
 @pytest.mark.parametrize("name", method_names())
-def test_method_file_keeps_the_demo_schedule_and_matches_the_demo(name):
-    """Method files carry method + params; the published 1-8B schedule is only a comment.
+def test_method_file_holds_only_documented_deviations(name):
+    """A method file names the method and nothing of the schedule (the published one is a comment);
+    a param it sets must differ from the method's default and carry its reason in a comment.
 
-    A schedule key is allowed only as a documented tiny-model override (RMU). The demo's
-    ``method_config`` and ``obliviate unlearn demo methods/<m>`` must build the same config.
+    The demo's ``method_config`` and ``obliviate unlearn demo methods/<m>`` build the same config.
     """
     from obliviate.demo import method_config
 
-    demo = load_config("demo")
-    merged = load_config(["demo", f"methods/{name}"])
-    assert method_config(demo, name).unlearn == merged.unlearn
-    text = (PACKAGE_CONFIGS / "methods" / f"{name}.yaml").read_text()
+    path = PACKAGE_CONFIGS / "methods" / f"{name}.yaml"
+    text = path.read_text()
     assert "published schedule" in text
-    for key in ("lr", "epochs", "batch_size"):
-        if getattr(merged.unlearn, key) != getattr(demo.unlearn, key):
-            assert name == "rmu" and "Tiny-model value" in text, f"{name} overrides {key}"
+    raw = yaml.safe_load(text)
+    assert set(raw) == {"unlearn"}
+    assert set(raw["unlearn"]) <= {"method", "params"}, f"{name}.yaml sets more than method/params"
+    defaults = get_method_class(name).param_defaults()
+    lines = text.splitlines()
+    for key, value in (raw["unlearn"].get("params") or {}).items():
+        assert value != defaults[key], f"{name}.yaml repeats the default {key}={value!r}"
+        line = next(ln for ln in lines if ln.strip().startswith(f"{key}:"))
+        assert "#" in line, f"{name}.yaml: {key} has no reason in a comment"
+    demo = load_config("demo")
+    assert method_config(demo, name).unlearn == load_config(["demo", f"methods/{name}"]).unlearn
 
 
 def test_refusals():

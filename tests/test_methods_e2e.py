@@ -1,8 +1,9 @@
 """Every registered method end to end through the CLI on the tiny synthetic benchmark (slow).
 
-``obliviate unlearn demo methods/<m>`` with the shipped per-method config: the run must finish,
-stay finite, write a model directory that loads, and lower forget-set probability below the
-target model's. The target model is trained once and cached under $OBLIVIATE_CACHE.
+``obliviate unlearn demo methods/<m>`` (the same config as ``unlearn.method=<m>``: the method's
+published defaults, the demo schedule and demo.yaml's ``unlearn.per_method`` values): the run must
+finish, stay finite, write a model directory that loads, and lower forget-set probability below
+the target model's. The target model is trained once and cached under $OBLIVIATE_CACHE.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unlearning methods. Importing this package registers every built-in method."""
+"""Unlearning methods. Importing this package registers every built-in method (without importing\ntorch: the method modules import it lazily, see :mod:`obliviate.lazy`)."""
 
 from obliviate.methods import (  # noqa: F401  (registration side effects)
     ceu,
@@ -16,19 +16,25 @@ from obliviate.methods import (  # noqa: F401  (registration side effects)
 from obliviate.methods.base import (
     NEEDS,
     Batch,
+    MethodSpec,
     UnlearnMethod,
     build_method,
+    get_method,
     get_method_class,
     method_names,
     register,
+    register_alias,
 )
 
 __all__ = [
     "NEEDS",
     "Batch",
+    "MethodSpec",
     "UnlearnMethod",
     "build_method",
+    "get_method",
     "get_method_class",
     "method_names",
     "register",
+    "register_alias",
 ]

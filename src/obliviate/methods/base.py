@@ -10,45 +10,113 @@ prompt and padding positions labelled -100:
 
 The collator only builds what :meth:`UnlearnMethod.requirements` asks for, and the trainer only
 loads a frozen reference model when ``"ref"`` is among them. One trainer serves every method.
+
+Registry. Every name ``unlearn.method`` accepts is a :class:`MethodSpec`: a method class plus the
+defaults that name sets on it. A class registers under its own name with :func:`register`; a
+variant that only changes defaults (``graddiff`` = ``ga`` with ``retain_loss: nll``) is an alias
+made with :func:`register_alias`, not a subclass. The class's dataclass fields and their defaults
+are the single source of truth for a method's hyper-parameters (the published values).
+
+This module and the method modules import torch lazily (:mod:`obliviate.lazy`), so validating a
+config against the registry stays torch-free.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from obliviate.errors import ConfigError
+from obliviate.strict import from_dict
 
-Batch = dict[str, dict[str, torch.Tensor]]
+if TYPE_CHECKING:  # annotations only: importing a method must not import torch
+    import torch
+
+#: A batch: sub-batch name → {input_ids, attention_mask, labels} tensors.
+Batch = dict[str, dict[str, "torch.Tensor"]]  # a string: no torch at import
 
 #: Everything a method may ask for.
 NEEDS = frozenset({"forget", "retain", "forget_idk", "retain_idk", "ref"})
 
-_REGISTRY: dict[str, type[UnlearnMethod]] = {}
+
+@dataclass(frozen=True, eq=False)
+class MethodSpec:
+    """A registry entry: the method class and the defaults its registered ``name`` sets.
+
+    It builds instances like the class itself (:meth:`from_params`, :meth:`check_params`), with
+    ``defaults`` under the user's params: ``graddiff`` with ``{"alpha": 2}`` is ``ga`` with
+    ``{"retain_loss": "nll", "alpha": 2}``.
+    """
+
+    name: str
+    cls: type[UnlearnMethod]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    doc: str = ""
+
+    @property
+    def is_alias(self) -> bool:
+        return self.name != self.cls.name
+
+    def param_names(self) -> list[str]:
+        return self.cls.param_names()
+
+    def param_defaults(self) -> dict[str, Any]:
+        """Every hyper-parameter's default under this name (class default, then alias override)."""
+        return {**self.cls.param_defaults(), **self.defaults}
+
+    def from_params(
+        self, params: Mapping[str, Any] | None = None, at: str = "unlearn.params"
+    ) -> UnlearnMethod:
+        return self.cls.from_params({**self.defaults, **dict(params or {})}, at=at)
+
+    def check_params(self, params: Mapping[str, Any] | None, at: str = "unlearn.params") -> None:
+        self.from_params(params, at=at)
+
+    def summary(self) -> str:
+        if self.doc:
+            return self.doc
+        base = self.cls.summary()
+        return f"{base} [alias of {self.cls.name}]" if self.is_alias else base
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register(name: str):
-    """Class decorator: make a method available as ``unlearn.method=<name>``."""
+    """Class decorator: make a method class available as ``unlearn.method=<name>``."""
 
     def wrap(cls: type[UnlearnMethod]) -> type[UnlearnMethod]:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} registered twice")
         cls.name = name
-        _REGISTRY[name] = cls
+        _REGISTRY[name] = MethodSpec(name, cls)
         return cls
 
     return wrap
+
+
+def register_alias(name: str, base: type[UnlearnMethod], doc: str, **defaults: Any) -> MethodSpec:
+    """Register ``name`` as ``base`` with other defaults (a variant that changes no code)."""
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} registered twice")
+    unknown = set(defaults) - set(base.param_names())
+    if unknown:
+        raise ValueError(f"alias {name!r} sets unknown parameters {sorted(unknown)}")
+    spec = MethodSpec(name, base, dict(defaults), doc)
+    _REGISTRY[name] = spec
+    return spec
 
 
 def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method_class(name: str, at: str = "unlearn.method") -> type[UnlearnMethod]:
-    key = name.lower()
+def get_method(name: str, at: str = "unlearn.method") -> MethodSpec:
+    """The registry entry for ``name`` (case-insensitive), or a one-line :class:`ConfigError`."""
+    key = str(name).lower()
     if key not in _REGISTRY:
         raise ConfigError(
             f"{at}={name!r} is not a known method", f"choose one of {', '.join(method_names())}"
@@ -56,9 +124,13 @@ def get_method_class(name: str, at: str = "unlearn.method") -> type[UnlearnMetho
     return _REGISTRY[key]
 
 
-def build_method(name: str, params: dict[str, Any] | None = None) -> UnlearnMethod:
-    cls = get_method_class(name)
-    return cls.from_params(params or {})
+#: The older name of :func:`get_method`; it returns the :class:`MethodSpec`, which builds
+#: instances (``from_params``, ``check_params``, ``summary``) as the class did.
+get_method_class = get_method
+
+
+def build_method(name: str, params: Mapping[str, Any] | None = None) -> UnlearnMethod:
+    return get_method(name).from_params(params or {})
 
 
 @dataclass
@@ -66,7 +138,8 @@ class UnlearnMethod:
     """Base class. Subclasses are dataclasses whose fields are the method's hyper-parameters.
 
     The total loss is ``gamma * forget_loss + alpha * retain_term`` where the retain term is one of
-    the shared regularisers in :mod:`obliviate.methods.retain` (``nll``, ``kl``, ``ap``) or none.
+    the shared regularisers in :mod:`obliviate.methods.retain` (``nll``, ``kl``, ``ap``) or none;
+    a retain term's own parameters (``ap``'s β) go in ``retain_params``.
     """
 
     name: ClassVar[str] = "base"
@@ -74,10 +147,13 @@ class UnlearnMethod:
     needs: ClassVar[frozenset[str]] = frozenset({"forget"})
 
     gamma: float = 1.0
+    """Weight of the forget loss."""
     alpha: float = 1.0
+    """Weight of the retain term (unused when ``retain_loss`` is null)."""
     retain_loss: str | None = None
-    ap_beta: float = 0.1
-    """β of the ``ap`` retain term (answer preservation); unused by the other retain terms."""
+    """Retain term: ``nll``, ``kl``, ``ap`` or null (none)."""
+    retain_params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the retain term, e.g. ``{beta: 0.1}`` for ``ap``; checked by that term."""
 
     # ---- construction -------------------------------------------------------------------
 
@@ -86,31 +162,65 @@ class UnlearnMethod:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def check_params(cls, params: dict[str, Any], at: str = "unlearn.params") -> None:
+    def param_defaults(cls) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any], at: str = "unlearn.params") -> None:
         cls.from_params(params, at=at)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], at: str = "unlearn.params") -> UnlearnMethod:
-        from obliviate.config import from_dict
-
-        obj = from_dict(cls, params, at=at)
+    def from_params(cls, params: Mapping[str, Any], at: str = "unlearn.params") -> UnlearnMethod:
+        if "ap_beta" in params:  # β now belongs to the ap term (retain_params)
+            raise ConfigError(
+                f"unknown config field {at}.ap_beta: β belongs to the ap retain term",
+                f"write {at}.retain_params.beta instead",
+            )
+        obj = from_dict(cls, dict(params), at=at)
         obj.validate(at)
         return obj
 
     def validate(self, at: str) -> None:
+        self._build_retain(at)
+
+    def _build_retain(self, at: str):
         from obliviate.methods.retain import RETAIN_TERMS
 
-        if self.retain_loss is not None and self.retain_loss not in RETAIN_TERMS:
+        if self.retain_loss is None:
+            if self.retain_params:
+                raise ConfigError(
+                    f"{at}.retain_params is set but {at}.retain_loss is null",
+                    "choose a retain term (nll, kl, ap) or drop retain_params",
+                )
+            term = None
+        elif self.retain_loss not in RETAIN_TERMS:
             raise ConfigError(
                 f"{at}.retain_loss={self.retain_loss!r} is unknown",
                 f"use one of {', '.join(sorted(RETAIN_TERMS))} or null",
             )
+        else:
+            term = from_dict(
+                RETAIN_TERMS[self.retain_loss], self.retain_params, f"{at}.retain_params"
+            )
+        self.__dict__["_retain_term"] = term
+        return term
+
+    @property
+    def retain(self):
+        """The built retain term (``None`` without one); call it as ``term(model, batch, ref)``."""
+        if "_retain_term" not in self.__dict__:
+            return self._build_retain("unlearn.params")
+        return self.__dict__["_retain_term"]
 
     @classmethod
     def summary(cls) -> str:
         """First line of the class docstring, else of its module's (dataclass fills in a signature)."""
-        import sys
-
         doc = cls.__doc__ or ""
         if not doc or doc.startswith(cls.__name__ + "("):
             doc = sys.modules[cls.__module__].__doc__ or ""
@@ -119,11 +229,9 @@ class UnlearnMethod:
     # ---- what it needs ------------------------------------------------------------------
 
     def requirements(self) -> frozenset[str]:
-        from obliviate.methods.retain import RETAIN_TERMS
-
         req = set(self.needs)
-        if self.retain_loss is not None:
-            req |= RETAIN_TERMS[self.retain_loss].needs
+        if self.retain is not None:
+            req |= self.retain.needs
         return frozenset(req)
 
     @property
@@ -149,8 +257,6 @@ class UnlearnMethod:
         self, model: torch.nn.Module, batch: Batch, ref: torch.nn.Module | None = None
     ) -> torch.Tensor:
         total = self.gamma * self.forget_loss(model, batch, ref)
-        if self.retain_loss is not None:
-            from obliviate.methods.retain import RETAIN_TERMS
-
-            total = total + self.alpha * RETAIN_TERMS[self.retain_loss](self, model, batch, ref)
+        if self.retain is not None:
+            total = total + self.alpha * self.retain(model, batch, ref)
         return total

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from obliviate.lazy import LazyModule
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 IGNORE = -100
 
@@ -13,9 +15,10 @@ def forward(model: torch.nn.Module, sub: dict[str, torch.Tensor], **kwargs) -> t
     return model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], **kwargs).logits
 
 
-@torch.no_grad()
 def ref_forward(ref: torch.nn.Module, sub: dict[str, torch.Tensor]) -> torch.Tensor:
-    return forward(ref, sub)
+    """Logits of the frozen reference model, outside the autograd graph."""
+    with torch.no_grad():
+        return forward(ref, sub)
 
 
 def shift(

@@ -5,22 +5,28 @@ With the log-ratio r(y) = log π_θ(y|x) − log π_ref(y|x) = S_ref(x, y) − S
 
 L_forget = −(2/β) · mean_i log σ(β · [r(y_idk) − r(y_f)])
 
-over forget questions x_f, preferring the refusal y_idk to the forget answer y_f.
+over forget questions x_f, preferring the refusal y_idk to the forget answer y_f. β = 0.1 as in
+TOFU and closer-look. Default retain term ``nll`` (IdkDPO+GD, TOFU's and open-unlearning's
+default); ``retain_loss: null`` for DPO alone. ``idkdpo`` is the same method under
+open-unlearning's name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
-from obliviate.methods.base import UnlearnMethod, register
+from obliviate.lazy import LazyModule
+from obliviate.methods.base import UnlearnMethod, register, register_alias
 from obliviate.methods.common import log_ratio, masked_token_mean
+
+F = LazyModule("torch.nn.functional")
 
 
 @register("dpo")
 @dataclass
 class DPO(UnlearnMethod):
+    """DPO with the refusal preferred over the forget answer, against a frozen reference."""
+
     needs = frozenset({"forget", "forget_idk", "ref"})
 
     beta: float = 0.1
@@ -33,7 +39,8 @@ class DPO(UnlearnMethod):
         return masked_token_mean(per_pair, (has_win & has_lose).float())
 
 
-@register("idkdpo")
-@dataclass
-class IdkDPO(DPO):
-    """The same loss under open-unlearning's name."""
+register_alias(
+    "idkdpo",
+    DPO,
+    "DPO with the refusal preferred over the forget answer [alias: dpo, open-unlearning's name]",
+)

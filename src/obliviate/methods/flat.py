@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from obliviate.errors import ConfigError
+from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import forward, masked_token_mean, token_nll
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 #: divergence → (−g(P_e) term, f*(g(P_f)) term), each applied per sequence.
 DIVERGENCES = {

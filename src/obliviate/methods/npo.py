@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
+from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import log_ratio, masked_token_mean
+
+F = LazyModule("torch.nn.functional")
 
 
 @register("npo")
 @dataclass
 class NPO(UnlearnMethod):
+    """Negative preference optimisation against a frozen reference (β = 0.1, NPO+RT)."""
+
     needs = frozenset({"forget", "ref"})
 
     beta: float = 0.1

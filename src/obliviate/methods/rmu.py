@@ -1,19 +1,24 @@
 """RMU, representation misdirection for unlearning (Li et al., 2024, "The WMDP Benchmark: Measuring
 and Reducing Malicious Use With Unlearning").
 
-With h_ℓ the residual stream after layer ℓ (``hidden_states[ℓ + 1]``), u a fixed random unit vector
-and c the steering coefficient:
+With h_ℓ the residual stream after decoder layer ℓ, u a fixed random unit vector and c the
+steering coefficient:
 
 L = γ · mean_t ‖h_ℓ(x_f)_t − c·u‖² / d + α · mean_t ‖h_ℓ(x_r)_t − h_ℓ^ref(x_r)_t‖² / d
 
 over all non-padding tokens (attention mask) of the forget / retain sequences; the 1/d (hidden size)
 matches the element-wise MSE of the WMDP code, which α is calibrated against. Only the MLP
-down-projections of layers ℓ−2..ℓ train; :meth:`prepare` freezes everything else. (For ℓ = the last
-layer, HF's ``hidden_states[-1]`` is taken after the final norm.)
+down-projections of layers ℓ−2..ℓ train; :meth:`prepare` freezes everything else.
 
-The published c = 6.5–20 at ℓ = 7 fits 7B models' activation norms. Here c defaults to
-``steer_scale`` × the mean activation norm ‖h_ℓ‖ on the first forget batch, so the same default
-works on a 4-layer toy model and a 7B model; set ``steer_coeff`` to use a fixed c instead.
+h_ℓ is captured with a forward hook on decoder layer ℓ itself, so it is always the raw residual
+stream, never normalised — also for the last layer, where HF's ``hidden_states[-1]`` would be the
+output of the model's final norm (steering that would only move a normalised vector).
+
+Defaults: ℓ = min(7, num_layers // 2) (the paper's ℓ = 7 on 32-layer 7B models), α = 100 (the
+paper's 100–1200). The published c = 6.5–20 fits 7B activation norms; here c defaults to
+``steer_scale`` × the mean activation norm ‖h_ℓ‖ on the first forget batch, so one default works on
+a 4-layer toy model and on a 7B model (an obliviate choice, not the paper's); set ``steer_coeff``
+for a fixed c as published.
 """
 
 from __future__ import annotations
@@ -21,18 +26,42 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import torch
-
 from obliviate.errors import ConfigError
+from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
+
+torch = LazyModule("torch")
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The model's list of decoder layers (``model.model.layers`` for HF Llama-style models)."""
+    n_layers = model.config.num_hidden_layers
+    for name, module in model.named_modules():
+        if (
+            (name == "layers" or name.endswith(".layers"))
+            and isinstance(module, torch.nn.ModuleList)
+            and len(module) == n_layers
+        ):
+            return module
+    raise ConfigError(
+        f"rmu found no list of {n_layers} decoder layers named `layers` in the model",
+        "RMU supports Llama-style models (model.layers.<i>.mlp.down_proj)",
+    )
 
 
 def hidden_at(model: torch.nn.Module, sub: dict[str, torch.Tensor], layer: int) -> torch.Tensor:
-    """Output of decoder layer ``layer`` (0-based), shape [B, T, d]."""
-    out = model(
-        input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], output_hidden_states=True
-    )
-    return out.hidden_states[layer + 1]
+    """Output of decoder layer ``layer`` (0-based), shape [B, T, d], before any final norm."""
+    captured: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"])
+    finally:
+        handle.remove()
+    return captured[0]
 
 
 def token_sq_dist(
@@ -47,6 +76,8 @@ def token_sq_dist(
 @register("rmu")
 @dataclass
 class RMU(UnlearnMethod):
+    """Steer layer-ℓ activations of D_f to c·u, keep D_r's at the reference's."""
+
     needs = frozenset({"forget", "retain", "ref"})
 
     layer: int | None = None
@@ -57,8 +88,11 @@ class RMU(UnlearnMethod):
     steer_coeff: float | None = None
     """Fixed c. None: steer_scale × mean ‖h_ℓ‖ measured in :meth:`prepare`."""
     steer_scale: float = 4.0
+    """c = steer_scale × mean ‖h_ℓ‖ when ``steer_coeff`` is null."""
     seed: int = 0
+    """Seeds the random direction u."""
     alpha: float = 100.0
+    """Weight of the activation retain term (the paper's 100–1200, element-wise MSE scale)."""
 
     def __post_init__(self) -> None:
         self._layer: int | None = None
@@ -66,11 +100,12 @@ class RMU(UnlearnMethod):
         self._coeff: float | None = self.steer_coeff
 
     def validate(self, at: str) -> None:
-        if self.retain_loss is not None:
+        if self.retain_loss is not None or self.retain_params:
             raise ConfigError(
                 f"{at}.retain_loss={self.retain_loss!r} is not used by rmu",
-                "RMU has its own activation retain term; set it to null",
+                "RMU has its own activation retain term; leave retain_loss and retain_params unset",
             )
+        super().validate(at)
         if self.layer is not None and self.layer < 0:
             raise ConfigError(
                 f"{at}.layer={self.layer} is negative", "give a 0-based layer index or null"
@@ -117,11 +152,11 @@ class RMU(UnlearnMethod):
         if self._coeff is None and sample is not None:
             self._coeff = self._calibrate(model, sample["forget"])
 
-    @torch.no_grad()
     def _calibrate(self, model, sub) -> float:
-        norms = hidden_at(model, sub, self._layer).float().norm(dim=-1)
-        m = sub["attention_mask"].float()
-        return self.steer_scale * float((norms * m).sum() / m.sum().clamp_min(1.0))
+        with torch.no_grad():
+            norms = hidden_at(model, sub, self._layer).float().norm(dim=-1)
+            m = sub["attention_mask"].float()
+            return self.steer_scale * float((norms * m).sum() / m.sum().clamp_min(1.0))
 
     def forget_loss(self, model, batch, ref):
         if self._u is None:

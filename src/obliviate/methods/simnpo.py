@@ -6,23 +6,29 @@ L_forget = −(2/β) · mean_i log σ(β · S̄_θ(x_i, y_i) − δ)
 NPO with the reference model replaced by length normalisation: S̄ = S/|y| is the per-token NLL, so
 the reward is (1/|y|)·log π_θ(y|x) = −S̄_θ and the loss falls as the forget answer's per-token NLL
 rises. δ ≥ 0 is the reward margin (the paper's γ; open-unlearning writes β·(S̄ − δ), the same at
-δ = 0). Reference-free: never loads a reference model. SPEC §2 prints σ(−β·S̄_θ − δ); with S̄ an
-NLL that sign would reward relearning the forget answers, so the paper's sign is used here.
+δ = 0). Reference-free: never loads a reference model. Some write-ups print σ(−β·S̄_θ − δ); with
+S̄ an NLL that sign would reward relearning the forget answers, so the paper's sign is used here.
+
+Defaults as in the paper's TOFU runs: β = 4.5 (its range 2.5–4.5), δ = 0, forget weight γ = 0.125,
+retain term ``nll`` with α = 1.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
+from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import forward, masked_token_mean, token_nll
+
+F = LazyModule("torch.nn.functional")
 
 
 @register("simnpo")
 @dataclass
 class SimNPO(UnlearnMethod):
+    """Reference-free, length-normalised NPO: −(2/β)·log σ(β·S̄_θ − δ)."""
+
     needs = frozenset({"forget"})
 
     beta: float = 4.5

@@ -6,19 +6,24 @@ with the true token's logit lowered by β:
 
 q_t = softmax(z_ref,t − β · onehot(y_t)),   L_forget = mean_t CE(q_t, p_θ,t) = −mean_t Σ_v q_t(v) log p_θ,t(v)
 
-The penalty goes on the true token only; upstream code indexed the one-hot with the -100 of
-masked positions (hitting the last vocabulary entry) — here masked positions carry no target.
+The penalty goes on the true token only. Upstream code built the one-hot from labels that still
+held -100 at masked positions; as a negative index, -100 lands on token V − 100 (V the vocabulary
+size), so those positions penalised an arbitrary real token. Here masked positions carry no target.
+
+No retain term by default: the paper distils on the forget set only, and open-unlearning's UNDIAL
+config ships its retain weight at ``alpha: 0``. ``retain_loss: nll`` (or ``kl``) adds one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
+from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import forward, masked_token_mean, ref_forward, shift
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 
 def undial_targets(ref_logits: torch.Tensor, targets: torch.Tensor, beta: float) -> torch.Tensor:
@@ -31,10 +36,12 @@ def undial_targets(ref_logits: torch.Tensor, targets: torch.Tensor, beta: float)
 @register("undial")
 @dataclass
 class UNDIAL(UnlearnMethod):
+    """Self-distil from the reference with the true token's logit lowered by β."""
+
     needs = frozenset({"forget", "ref"})
 
     beta: float = 10.0
-    retain_loss: str | None = "nll"
+    """Logit penalty on the true token (the paper's β = 10)."""
 
     def forget_loss(self, model, batch, ref):
         sub = batch["forget"]
