@@ -35,30 +35,25 @@ import torch  # noqa: E402
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 from obliviate import api, load_config  # noqa: E402
-from obliviate.data.benchmark import Benchmark, EvalSplit  # noqa: E402
+from obliviate.data.benchmarks import Benchmark, EvalSplit  # noqa: E402
 from obliviate.eval import closer_look as CL  # noqa: E402
 from obliviate.eval import metrics as M  # noqa: E402
 from obliviate.eval import mia as MIA  # noqa: E402
 from obliviate.eval.memorization import exact_memorization, extraction_strength  # noqa: E402
 from obliviate.eval.scoring import PassCounter, generate_answers, score_pairs  # noqa: E402
 from obliviate.eval.semeval import qa_exact_match  # noqa: E402
-from obliviate.eval.suite import (  # noqa: E402
-    SuiteOptions,
-    evaluate_suite,
-    holdout_split,
-    suite_pairs,
-    suite_questions,
-)
+from obliviate.eval.suite import EvalOptions, evaluate_splits, plan_passes  # noqa: E402
+from obliviate.experiment import Experiment  # noqa: E402
 from obliviate.models.io import load_model, load_tokenizer  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "eval_speed.txt"
 
 
-def naive_suite(model, tok, bench: Benchmark, opts: SuiteOptions, embedder, counter: PassCounter):
+def naive_suite(model, tok, bench: Benchmark, opts: EvalOptions, embedder, counter: PassCounter):
     """Every metric runs its own passes (no sharing between metrics). Returns per-split means."""
     bs, mnt = opts.batch_size, opts.max_new_tokens
-    splits: list[EvalSplit] = list(bench.eval_splits)
-    hold = holdout_split(bench)
+    splits: list[EvalSplit] = [s for s in bench.eval_splits if s.role != "holdout"]
+    hold = next((s for s in bench.eval_splits if s.role == "holdout"), None)
     means: dict[str, float] = {}
 
     def score(pairs, what):
@@ -148,23 +143,26 @@ def naive_suite(model, tok, bench: Benchmark, opts: SuiteOptions, embedder, coun
 def main() -> None:
     cfg = load_config("demo", ["threads=0"])
     api.setup_runtime(cfg)
-    target = api.finetune(cfg, "full")
-    bench = api.load_benchmark(cfg)
+    exp = Experiment(cfg)
+    target = api.finetune(exp, "full")
+    bench = exp.benchmark
     tok = load_tokenizer(target)
     model = load_model(target, cfg.model.dtype, "cpu")
-    opts = SuiteOptions(cfg.eval.max_new_tokens, cfg.eval.batch_size, cosine=True, entailment=False)
+    opts = EvalOptions.from_config(cfg.eval)
+    opts.entailment = False
     embedder = CL.load_default_embedder()
     nli = CL.Unavailable("entailment", "off for the benchmark")
     # warm-up (kernels, rouge tokenizer) so neither side pays first-call costs
-    evaluate_suite(model, tok, bench, opts, PassCounter(), embedder=embedder, nli=nli)
+    evaluate_splits(model, tok, bench, opts, embedder=embedder, nli=nli)
 
-    splits = [*bench.eval_splits, holdout_split(bench)]
-    distinct_seq = len({p for s in splits if s for p in suite_pairs(s)})
-    distinct_prompts = len({q for s in splits if s for q in suite_questions(s)})
+    splits = bench.eval_splits
+    plan = plan_passes(bench, opts)[0]
+    distinct_seq = len({p for pairs in plan.score.values() for p in pairs})
+    distinct_prompts = len({q for prompts in plan.generate.values() for q in prompts})
 
     c = PassCounter()
     t0 = time.perf_counter()
-    results = evaluate_suite(model, tok, bench, opts, c, embedder=embedder, nli=nli)
+    results = evaluate_splits(model, tok, bench, opts, counter=c, embedder=embedder, nli=nli).splits
     suite_s = time.perf_counter() - t0
 
     n = PassCounter()
@@ -182,14 +180,14 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        ccfg = load_config("demo", [f"cache_dir={tmp}"])
+        cexp = exp.with_config(load_config("demo", [f"cache_dir={tmp}"]))
         t0 = time.perf_counter()
-        api.evaluate_results(ccfg, target, bench)
+        api.evaluate_results(cexp, target)
         cold_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        _, info = api.evaluate_results(ccfg, target, bench)
+        _, hit = api.evaluate_results(cexp, target)
         warm_s = time.perf_counter() - t0
-        assert info["cache_hit"]
+        assert hit
 
     lines = [
         f"obliviate eval speed — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",

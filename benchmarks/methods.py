@@ -34,6 +34,7 @@ from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 from obliviate import api, load_config
 from obliviate.demo import format_table  # noqa: E402
 from obliviate.eval.closer_look import token_entropy
+from obliviate.experiment import Experiment
 from obliviate.methods.base import method_names
 from obliviate.models.io import load_tokenizer, read_card
 
@@ -100,8 +101,8 @@ def main(argv: list[str]) -> None:
         keep = Path(argv[i + 1])
         argv = argv[:i] + argv[i + 2 :]
     methods = argv or method_names()
-    cfg = load_config("demo", [])
-    api.setup_runtime(cfg)
+    cfg = Experiment(load_config("demo", []))
+    api.setup_runtime(cfg.cfg)
     started = datetime.datetime.now(datetime.UTC)
     t_all = time.perf_counter()
     target = api.finetune(cfg, "full")
@@ -114,8 +115,7 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"{keep} is not empty")
         evals = root / "eval"
         api.evaluate(cfg, retain, evals / "retain", overwrite=True, is_reference=True)
-        questions = [r.question for r in api.load_benchmark(cfg).split("forget").records]
-        reference = api.read_reference_ratios(evals / "retain", questions)
+        reference = api.read_reference(evals / "retain", cfg.benchmark)
         models: list[tuple[str, str, float | None]] = [("retain", retain, None)]
         models.append(("target", target, None))
         for m in methods:
@@ -143,7 +143,7 @@ def main(argv: list[str]) -> None:
     print(
         f"machine: {cpu_model()} ({platform.machine()} {platform.system()}), "
         f"cpu_count={os.cpu_count()}, "
-        f"torch threads={torch.get_num_threads()}, torch {torch.__version__}, device={api._device(cfg)}"
+        f"torch threads={torch.get_num_threads()}, torch {torch.__version__}, device={cfg.device}"
     )
     print(
         f"command: python benchmarks/methods.py {' '.join(sys.argv[1:])}".rstrip()

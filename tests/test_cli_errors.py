@@ -22,9 +22,16 @@ def _run(args, capsys):
         (["eval", "--model", "/nonexistent/model"], "model directory not found"),
         (["demo", "demo.methods=[]"], "demo.methods"),
         (
-            ["generate", "benchmark.name=tofu", "benchmark.path=/no/such/dir", "--out", "/tmp/x"],
+            ["unlearn", "benchmark.name=tofu", "benchmark.path=/no/such/dir", "model.path=org/m"],
             "benchmark directory not found",
         ),
+        (
+            ["generate", "benchmark.name=tofu", "benchmark.path=/tmp", "--out", "/tmp/x"],
+            "generate writes the synthetic benchmark",
+        ),
+        (["eval", "benchmark.name=nope"], "not a known benchmark"),
+        (["eval", "benchmark.name=muse"], "benchmark.path is required"),
+        (["eval", "eval.metrics=[rouge_l_recal]"], "unknown metric"),
         (["eval", "model.path=/tmp"], "has no config.json"),
     ],
 )

@@ -13,7 +13,7 @@ from obliviate.config import TinyModelConfig
 from obliviate.data.synthetic import generate_benchmark
 from obliviate.eval import closer_look as CL
 from obliviate.eval.mia import ATTACKS, mia_auc, privleak
-from obliviate.eval.suite import RetainReference
+from obliviate.eval.reference import RetainReference
 from obliviate.models.io import save_model_dir
 from obliviate.models.tiny import build_tiny_model
 from obliviate.models.tokenizer import train_bpe_tokenizer
@@ -163,11 +163,11 @@ def test_entailment_plumbing_with_a_stub_scorer(tiny):
 
     cfg = _cfg(root, model)
     bench = api.load_benchmark(cfg)
-    opts = suite.SuiteOptions(max_new_tokens=6, cosine=False)
-    res = suite.evaluate_suite(
+    opts = suite.EvalOptions(max_new_tokens=6, cosine=False)
+    res = suite.evaluate_splits(
         load_model(model), load_tokenizer(model), bench, opts, nli=Yes(), embedder=None
     )
-    forget = next(r for r in res if r.role == "forget")
+    forget = res.by_role("forget")
     for smp in forget.samples:
         assert smp["entailment"] == float(smp["rouge_l_recall"] >= CL.ROUGE_GATE)
         if smp["entailment"]:
@@ -183,7 +183,7 @@ def test_privleak_from_a_saved_retain_evaluation(evaluated, tiny):
     hold = json.loads((root / "run1" / "eval" / "holdout.json").read_text())
     auc = mia_auc([r["mia_min_k"] for r in forget], [r["mia_min_k"] for r in hold])
     assert ref.mia_auc["min_k"] == pytest.approx(auc)
-    # A hand-made reference AUC of 0.5: PrivLeak = (AUC − 0.5) / 0.5 × 100.
+    # A hand-made reference AUC of 0.5: PrivLeak = ((1 − AUC) − 0.5) / 0.5 × 100.
     fake = RetainReference(ref.forget_ratios, {"min_k": 0.5}, "test")
     s = api.evaluate(cfg, model, root / "run3", reference=fake, overwrite=True)
     assert s["privleak"] == pytest.approx(privleak(auc, 0.5))
@@ -224,14 +224,15 @@ def test_entailment_from_a_local_nli_model_dir(tiny, tmp_path):
 
 
 def _split(name, role, samples, aggregates):
-    from obliviate.eval.tofu import SplitResult
+    from obliviate.eval.suite import SplitResult
 
     return SplitResult(name, role, samples, aggregates)
 
 
-def test_summarize_suite_hand_computed():
+def test_summarize_hand_computed():
     """Suite aggregates from constructed per-sample values (no model)."""
-    from obliviate.eval.suite import summarize_suite
+    from obliviate.eval.suite import SuiteResult
+    from obliviate.eval.summary import summarize
 
     f = [{"mia_min_k": v, "mia_loss": v, "truth_ratio": 1.0} for v in (1.0, 2.0)]
     h = [{"mia_min_k": v, "mia_loss": v} for v in (1.5, 3.0)]
@@ -259,10 +260,12 @@ def test_summarize_suite_hand_computed():
         _split("holdout", "holdout", h, {"prob": 0.1}),
     ]
     ref = RetainReference([1.0, 1.0], {"min_k": 0.5, "loss": 0.6}, "test")
-    s = summarize_suite(res, ref)
+    s = summarize(SuiteResult(res), ref)
     assert s["mia_auc_min_k"] == pytest.approx(0.75)
-    assert s["privleak"] == pytest.approx((0.75 - 0.5) / 0.5 * 100)  # 50
-    assert s["privleak_loss"] == pytest.approx((0.75 - 0.6) / 0.6 * 100)  # 25
+    # MUSE's convention: a = 1 − AUC; ((1 − 0.75) − (1 − 0.5)) / (1 − 0.5) × 100 = −50
+    assert s["privleak"] == pytest.approx(-50.0)
+    # ((1 − 0.75) − (1 − 0.6)) / (1 − 0.6) × 100 = (0.25 − 0.4) / 0.4 × 100 = −37.5
+    assert s["privleak_loss"] == pytest.approx(-37.5)
     assert s["mia_auc_zlib"].startswith("unavailable")
     # forget efficacy: 1 − mean(0.5, 0.4, 1 − 0.8, 0.6, 0.2) = 1 − 0.38
     assert s["forget_efficacy"] == pytest.approx(0.62)
@@ -275,6 +278,6 @@ def test_summarize_suite_hand_computed():
     assert s["semeval_mia_score"] == pytest.approx(0.5)
     assert s["semeval_final"] == pytest.approx((0.4 + 0.5 + 0.5) / 3)
     assert s["model_utility"] == pytest.approx(0.5)  # holdout's prob is not a utility term
-    mm = summarize_suite(res, ref, mmlu=0.8)
+    mm = summarize(SuiteResult(res), ref, mmlu=0.8)
     assert mm["semeval_final"] == pytest.approx((0.4 + 0.5 + 0.8) / 3)
     assert mm["semeval_utility_source"].startswith("mmlu")

@@ -7,7 +7,7 @@ import pytest
 
 from obliviate.cli import main
 from obliviate.config import TinyModelConfig
-from obliviate.data.benchmark import load_benchmark_dir
+from obliviate.data.benchmarks.tofu import load_tofu_dir as load_benchmark_dir
 from obliviate.errors import DataError
 from obliviate.models.io import save_model_dir
 from obliviate.models.tiny import build_tiny_model
@@ -73,7 +73,7 @@ def test_eval_command_on_tofu_dir(random_tiny_model, tmp_path, capsys):
 def test_malformed_rows_name_the_problem(tmp_path):
     (tmp_path / "forget10.json").write_text('{"question": "q?"}\n')
     (tmp_path / "retain90.json").write_text('{"question": "q?", "answer": "a"}\n')
-    with pytest.raises(DataError, match="forget10.json row 1 lacks .*answer"):
+    with pytest.raises(DataError, match="forget10.json line 1 lacks .*answer"):
         load_benchmark_dir(str(tmp_path), "forget10")
     (tmp_path / "forget10.json").write_text("{not json\n")
     with pytest.raises(DataError, match="not valid JSON"):
@@ -87,3 +87,48 @@ def test_hub_path_gives_clear_error_offline(monkeypatch):
         load_benchmark_dir("locuslab/TOFU", "forget10")
     msg = e.value.one_line()
     assert "locuslab/TOFU" in msg and "benchmark.path" in msg and "\n" not in msg
+
+
+def test_jsonl_errors_name_the_files_own_line(tmp_path):
+    """Blank lines do not shift the reported line: a broken row on line 7 is reported as line 7."""
+    good = '{"question": "q?", "answer": "a"}'
+    lines = [good, "", good, good, "", good, "{broken", good]
+    (tmp_path / "forget10.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "retain90.json").write_text(good + "\n")
+    with pytest.raises(DataError, match=r"forget10.jsonl is not valid JSON lines \(line 7"):
+        load_benchmark_dir(str(tmp_path), "forget10")
+    lines[6] = '{"question": "q?"}'
+    (tmp_path / "forget10.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="forget10.jsonl line 7 lacks .*answer"):
+        load_benchmark_dir(str(tmp_path), "forget10")
+
+
+def test_parquet_and_non_utf8_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"question": f"q{i}?", "answer": f"a{i}", "perturbed_answer": ["x", "y"]} for i in range(3)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "forget10.parquet")
+    (tmp_path / "retain90.jsonl").write_text('{"question": "r?", "answer": "b"}\n')
+    b = load_benchmark_dir(str(tmp_path), "forget10")
+    assert [r.answer for r in b.forget] == ["a0", "a1", "a2"]
+    assert b.split("forget").records[2].perturbed_answer == ["x", "y"]
+    (tmp_path / "retain90.jsonl").write_bytes(b'{"question": "r?", "answer": "\xff"}\n')
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_benchmark_dir(str(tmp_path), "forget10")
+
+
+def test_tofu_protocol_scores_the_whole_retain_set_with_200_tokens(tmp_path):
+    from obliviate import load_config
+    from obliviate.experiment import Experiment
+
+    cfg = load_config([], ["benchmark.name=tofu", f"benchmark.path={TOFU_DIR}", "model.path=x/y"])
+    exp = Experiment(cfg)
+    assert cfg.benchmark.retain_eval_size is None and cfg.eval.max_new_tokens is None
+    n_lines = len((TOFU_DIR / "retain_perturbed.json").read_text().splitlines())
+    assert len(exp.benchmark.split("retain").records) == n_lines > 0
+    assert exp.benchmark.max_new_tokens == 200
+    demo = load_config("demo")
+    assert demo.benchmark.retain_eval_size == 60 and demo.eval.max_new_tokens == 48

@@ -5,306 +5,85 @@ cfg = load_config("demo", ["unlearn.method=npo"])
 target = api.target_model(cfg)          # fine-tuned tiny model (cached by content hash)
 model_dir = api.unlearn(cfg)            # writes <run_dir>/model
 summary = api.evaluate(cfg, model_dir)  # writes <run_dir>/eval/*.json and summary.json
+
+Every function takes an :class:`~obliviate.config.ExperimentConfig` or an
+:class:`~obliviate.experiment.Experiment` (the context that loads the benchmark once). To evaluate
+a model held in memory, use :func:`obliviate.eval.evaluate.evaluate_model`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from obliviate.cache import Cache
-from obliviate.config import ExperimentConfig, dump_yaml
-from obliviate.data.benchmark import Benchmark, load_benchmark_dir
-from obliviate.errors import ConfigError, DataError, ObliviateError
+from obliviate import stages
+from obliviate.config import ExperimentConfig
+from obliviate.data.benchmarks import Benchmark
+from obliviate.errors import ConfigError
+from obliviate.eval.evaluate import Evaluation, evaluate_model, reference_plan, score_reference  # noqa: F401
+from obliviate.eval.reference import RetainReference, read_reference, reference_from_result
+from obliviate.experiment import Experiment, log, setup_runtime  # noqa: F401
+from obliviate.runs import fresh_dir, guard_evaluation, model_fingerprint, write_config, write_json
 
-TINY = "tiny"
+Config = ExperimentConfig | Experiment
 
-
-def log(msg: str) -> None:
-    print(f"[obliviate] {msg}", file=sys.stderr, flush=True)
-
-
-def setup_runtime(cfg: ExperimentConfig) -> None:
-    import torch
-    import transformers
-
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    transformers.logging.set_verbosity_error()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+EVAL_CODE_VERSION = "2"
+"""Bump when a change to the evaluation code must invalidate cached evaluations."""
 
 
-def _cache(cfg: ExperimentConfig) -> Cache:
-    return Cache(cfg.cache_dir)
+def load_benchmark(cfg: Config) -> Benchmark:
+    return Experiment.of(cfg).benchmark
 
 
-def _device(cfg: ExperimentConfig):
-    from obliviate.models.io import resolve_device
-
-    return resolve_device(cfg.device)
-
-
-# ---------------------------------------------------------------- data
-
-
-def benchmark_key(cfg: ExperimentConfig) -> dict[str, Any]:
-    b = cfg.benchmark
-    if b.name == "synthetic":
-        return {
-            "kind": "synthetic",
-            "n_authors": b.n_authors,
-            "qa": b.qa_per_author,
-            "holdout": b.n_holdout,
-            "general": b.n_general,
-            "seed": b.seed,
-        }
-    return {"kind": "tofu", "path": b.path}
-
-
-def benchmark_dir(cfg: ExperimentConfig) -> str:
-    """The directory (or hub id) holding the benchmark's split files; generates the synthetic one."""
-    b = cfg.benchmark
-    if b.name != "synthetic":
-        from obliviate.data.benchmark import SplitSource
-
-        SplitSource(str(b.path))  # raises a one-line DataError for a missing / wrong path
-        return str(b.path)
+def generate(cfg: Config, out: str | Path) -> Path:
+    """Write the synthetic benchmark's splits as TOFU-format JSON files under ``out``."""
     from obliviate.data.synthetic import generate_benchmark, write_benchmark
 
-    def build(tmp: Path) -> None:
-        log(
-            f"generating synthetic benchmark: {b.n_authors} authors x {b.qa_per_author} QA (seed {b.seed})"
-        )
-        splits = generate_benchmark(b.n_authors, b.qa_per_author, b.n_holdout, b.n_general, b.seed)
-        write_benchmark(splits, tmp)
-
-    path, _ = _cache(cfg).get_or_build("data", benchmark_key(cfg), build)
-    return str(path)
-
-
-def load_benchmark(cfg: ExperimentConfig) -> Benchmark:
-    b = cfg.benchmark
-    return load_benchmark_dir(
-        benchmark_dir(cfg), b.forget_split, b.retain_eval_size, b.seed, name=b.name
-    )
-
-
-# ---------------------------------------------------------------- tiny models
-
-
-def _uses_tiny(cfg: ExperimentConfig) -> bool:
-    return cfg.model.path is None
-
-
-def _require_synthetic_for_tiny(cfg: ExperimentConfig) -> None:
-    if cfg.benchmark.name != "synthetic" and cfg.model.path is None:
+    b = Experiment.of(cfg).cfg.benchmark
+    if b.name != "synthetic":
         raise ConfigError(
-            "model.path is unset but benchmark.name is not synthetic",
-            "give model.path (an HF model dir or hub id) for a real benchmark",
+            f"generate writes the synthetic benchmark, not {b.name}", "set benchmark.name=synthetic"
         )
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} is not empty", "give an empty or new directory")
+    write_benchmark(
+        generate_benchmark(b.n_authors, b.qa_per_author, b.n_holdout, b.n_general, b.seed), out
+    )
+    return out
 
 
-def _init_key(cfg: ExperimentConfig) -> dict[str, Any]:
-    return {"data": benchmark_key(cfg), "tiny": asdict(cfg.model.tiny), "seed": cfg.seed}
-
-
-def tiny_init_model(cfg: ExperimentConfig) -> str:
-    """Tokenizer trained on the benchmark text + a randomly initialised tiny Llama (cached)."""
-    _require_synthetic_for_tiny(cfg)
-    bench = load_benchmark(cfg)
-
-    def build(tmp: Path) -> None:
-        from obliviate.models.io import save_model_dir
-        from obliviate.models.tiny import build_tiny_model
-        from obliviate.models.tokenizer import train_bpe_tokenizer
-
-        texts = [
-            t for r in bench.full + bench.holdout + bench.extra_train for t in _record_texts(r)
-        ]
-        texts += _refusal_texts()
-        tok = train_bpe_tokenizer(texts, cfg.model.tiny.vocab_size)
-        model = build_tiny_model(cfg.model.tiny, tok, seed=cfg.seed)
-        n = sum(p.numel() for p in model.parameters())
-        log(f"built tiny Llama: {n / 1e6:.2f}M parameters, vocab {len(tok)}")
-        save_model_dir(
-            model, tok, tmp / "model", {"stage": "init", "parameters": n, **asdict(cfg.model.tiny)}
-        )
-
-    path, _ = _cache(cfg).get_or_build("init", _init_key(cfg), build)
-    return str(path / "model")
-
-
-def _record_texts(r) -> list[str]:
-    return [
-        r.question,
-        r.answer,
-        r.paraphrased_answer or "",
-        r.paraphrased_question or "",
-        *r.perturbed_answer,
-    ]
-
-
-def _refusal_texts() -> list[str]:
-    try:
-        from obliviate.data.refusals import load_refusals
-
-        return load_refusals()
-    except (ImportError, FileNotFoundError):
-        return []
-
-
-def _finetune_key(cfg: ExperimentConfig, which: str) -> dict[str, Any]:
-    split = "full" if which == "full" else f"retain-of-{cfg.benchmark.forget_split}"
-    return {"init": _init_key(cfg), "finetune": asdict(cfg.finetune), "split": split}
+# ---------------------------------------------------------------- models
 
 
 def finetune(
-    cfg: ExperimentConfig,
-    which: str = "full",
-    out_dir: str | Path | None = None,
-    overwrite: bool = False,
+    cfg: Config, which: str = "full", out_dir: str | Path | None = None, overwrite: bool = False
 ) -> str:
-    """Fine-tune the tiny model on ``full`` (the target) or ``retain`` (the retain model).
-
-    Cached by content hash; with ``out_dir`` the model is also copied there.
-    """
-    if which not in ("full", "retain"):
-        raise ConfigError(f"finetune split {which!r} is unknown", "use full or retain")
-    init = tiny_init_model(cfg)
-    bench = load_benchmark(cfg)
-    device = _device(cfg)
-
-    def build(tmp: Path) -> None:
-        from obliviate.models.io import load_model, load_tokenizer, save_model_dir
-        from obliviate.training.finetune import run_finetune
-
-        records = bench.train_records(which)
-        log(
-            f"fine-tuning the {'target' if which == 'full' else 'retain'} model on {len(records)} QA pairs "
-            f"({cfg.finetune.epochs:g} epochs)"
-        )
-        tok = load_tokenizer(init)
-        model = load_model(init, cfg.model.dtype, device)
-        info = run_finetune(model, tok, records, cfg.finetune, tmp / "trainer", device)
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        card = {
-            "stage": "finetune",
-            "split": which,
-            "forget_split": cfg.benchmark.forget_split,
-            "benchmark": benchmark_key(cfg),
-            **info,
-        }
-        save_model_dir(model, tok, tmp / "model", card)
-
-    path, hit = _cache(cfg).get_or_build("finetune", _finetune_key(cfg, which), build)
-    if hit:
-        log(f"reusing cached {'target' if which == 'full' else 'retain'} model ({path.name})")
-    model_dir = path / "model"
-    if out_dir is not None:
-        out = _fresh_dir(Path(out_dir) / "model", overwrite)
-        shutil.copytree(model_dir, out)
-        return str(out)
-    return str(model_dir)
+    return stages.finetune(Experiment.of(cfg), which, out_dir, overwrite)
 
 
-def target_model(cfg: ExperimentConfig) -> str:
-    if cfg.model.path:
-        return cfg.model.path
-    return finetune(cfg, "full")
+def target_model(cfg: Config) -> str:
+    return stages.target_model(Experiment.of(cfg))
 
 
-def retain_model(cfg: ExperimentConfig) -> str | None:
-    if cfg.model.retain_path:
-        return cfg.model.retain_path
-    if _uses_tiny(cfg) and cfg.benchmark.name == "synthetic":
-        return finetune(cfg, "retain")
-    return None
+def retain_model(cfg: Config) -> str | None:
+    return stages.retain_model(Experiment.of(cfg))
 
 
-# ---------------------------------------------------------------- unlearning
+def unlearned_model(cfg: Config) -> str:
+    return stages.unlearned_model(Experiment.of(cfg))
 
 
-def _fresh_dir(path: Path, overwrite: bool = False) -> Path:
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ObliviateError(
-                f"{path} already holds results", "choose another run_dir or pass --overwrite"
-            )
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _unlearn_key(cfg: ExperimentConfig, source: str) -> dict[str, Any]:
-    src_key: Any = source if cfg.model.path else _finetune_key(cfg, "full")
-    return {
-        "source": src_key,
-        "data": benchmark_key(cfg),
-        "forget": cfg.benchmark.forget_split,
-        "unlearn": asdict(cfg.unlearn),
-    }
-
-
-def unlearn_to(cfg: ExperimentConfig, out: Path, source: str | None = None) -> dict[str, Any]:
-    """Run ``cfg.unlearn`` on the target model and save the result as an HF model dir at ``out``."""
-    from obliviate.models.io import load_model, load_tokenizer, save_model_dir
-    from obliviate.training.trainer import run_unlearning
-
-    source = source or target_model(cfg)
-    bench = load_benchmark(cfg)
-    device = _device(cfg)
-    tok = load_tokenizer(source)
-    model = load_model(source, cfg.model.dtype, device)
-    log(
-        f"unlearning with {cfg.unlearn.method} on {cfg.benchmark.forget_split} ({len(bench.forget)} QA), "
-        f"lr {cfg.unlearn.lr:g}, {cfg.unlearn.epochs:g} epochs"
-    )
-    info = run_unlearning(
-        model,
-        tok,
-        source,
-        bench.forget,
-        bench.retain,
-        cfg.unlearn,
-        out.parent / (out.name + ".trainer"),
-        device,
-    )
-    shutil.rmtree(out.parent / (out.name + ".trainer"), ignore_errors=True)
-    card = {
-        "stage": "unlearn",
-        "source_model": source,
-        "forget_split": cfg.benchmark.forget_split,
-        "benchmark": cfg.benchmark.name,
-        **info,
-    }
-    save_model_dir(model, tok, out, card)
-    return info
-
-
-def unlearned_model(cfg: ExperimentConfig) -> str:
-    """Cached unlearning (the demo uses this): same target + data + method config → same model dir."""
-    source = target_model(cfg)
-
-    def build(tmp: Path) -> None:
-        unlearn_to(cfg, tmp / "model", source)
-
-    path, hit = _cache(cfg).get_or_build("unlearn", _unlearn_key(cfg, source), build)
-    if hit:
-        log(f"reusing cached {cfg.unlearn.method} model ({path.name})")
-    return str(path / "model")
-
-
-def unlearn(cfg: ExperimentConfig, overwrite: bool = False) -> str:
+def unlearn(cfg: Config, overwrite: bool = False) -> str:
     """Unlearn into ``<run_dir>/model`` (plus ``config.yaml``); refuses to overwrite a finished run."""
-    run = Path(cfg.run_dir)
-    out = _fresh_dir(run / "model", overwrite)
-    write_config(cfg, run)
-    unlearn_to(cfg, out)
+    exp = Experiment.of(cfg)
+    stages.require_trainable(exp, "unlearn")
+    run = Path(exp.cfg.run_dir)
+    out = fresh_dir(run / "model", overwrite)
+    write_config(exp.cfg, run)
+    stages.unlearn_to(exp, out)
     log(f"unlearned model written to {out}")
     return str(out)
 
@@ -312,249 +91,128 @@ def unlearn(cfg: ExperimentConfig, overwrite: bool = False) -> str:
 # ---------------------------------------------------------------- evaluation
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
+def _options(exp: Experiment):
+    from obliviate.eval.suite import EvalOptions
+
+    return EvalOptions.from_config(exp.cfg.eval)
 
 
-def _json_default(o: Any) -> Any:
-    import numpy as np
+def eval_cache_key(
+    exp: Experiment, path: str, options: Any, roles: Any = None
+) -> dict[str, Any] | None:
+    """What an evaluation's per-split results depend on; None when they cannot be cached."""
+    fp = model_fingerprint(path)
+    if fp is None or not exp.cfg.eval.cache:
+        return None
+    e = exp.cfg.eval
+    ref = None
+    if e.reference_model:
+        ref = model_fingerprint(e.reference_model) or e.reference_model
+    b = exp.cfg.benchmark
+    return {
+        "eval_code": EVAL_CODE_VERSION,
+        "model": fp,
+        "data": exp.data_key,
+        "forget_split": b.forget_split,
+        "retain_eval_size": b.retain_eval_size,
+        "dtype": exp.cfg.model.dtype,
+        "options": asdict(options),
+        "roles": sorted(roles) if roles else None,
+        "reference_model": ref,
+    }
 
-    if isinstance(o, np.generic):
-        return o.item()
-    return str(o)
 
+def evaluate_results(
+    exp: Experiment, path: str, options: Any = None, roles: Any = None, reference_model: bool = True
+):
+    """Per-split results for the model at ``path`` (cached under the cache's ``eval`` kind):
+    ``(SuiteResult, cache_hit)``."""
+    from obliviate.eval.suite import SuiteResult, evaluate_splits
+    from obliviate.models.io import load_model, load_tokenizer
 
-def write_config(cfg: ExperimentConfig, run: Path) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    tmp = run / "config.yaml.tmp"
-    tmp.write_text(dump_yaml(cfg))
-    os.replace(tmp, run / "config.yaml")
+    options = options or _options(exp)
+    e = exp.cfg.eval
 
-
-def _saved_eval_file(eval_dir: str | Path, split: str) -> Path | None:
-    root = Path(eval_dir)
-    for cand in (root / "eval" / f"{split}.json", root / f"{split}.json"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def read_reference_ratios(eval_dir: str | Path, forget_questions: list[str]) -> list[float]:
-    """Per-sample forget-set truth ratios from a saved evaluation of the retain model."""
-    cand = _saved_eval_file(eval_dir, "forget")
-    if cand is None:
-        raise DataError(
-            f"no saved evaluation found at {eval_dir}",
-            "point eval.retain_eval at a run dir written by `obliviate eval`",
+    def compute() -> SuiteResult:
+        tok = load_tokenizer(path)
+        model = load_model(path, exp.cfg.model.dtype, exp.device)
+        ref_model = ref_tok = None
+        if reference_model and e.reference_model:
+            ref_tok = load_tokenizer(e.reference_model)
+            ref_model = load_model(e.reference_model, exp.cfg.model.dtype, exp.device)
+        t0 = time.perf_counter()
+        res = evaluate_splits(
+            model,
+            tok,
+            exp.benchmark,
+            options,
+            roles=roles,
+            ref_model=ref_model,
+            ref_tokenizer=ref_tok,
         )
-    rows = json.loads(cand.read_text())
-    if [r["question"] for r in rows] != forget_questions:
-        raise DataError(
-            f"{cand} was computed on a different forget set",
-            "evaluate the retain model on the same benchmark and forget split",
-        )
-    return [r["truth_ratio"] for r in rows]
+        res.passes["scoring_seconds"] = round(time.perf_counter() - t0, 2)
+        return res
+
+    key = eval_cache_key(exp, path, options, roles)
+    if key is None:
+        return compute(), False
+    if not reference_model:
+        key["reference_model"] = None
+    holder: dict[str, Any] = {}
+
+    def build(tmp: Path) -> None:
+        holder["res"] = compute()
+        write_json(tmp / "results.json", holder["res"].to_json())
+
+    import json
+
+    entry, hit = exp.cache.get_or_build("eval", key, build)
+    if not hit:
+        return holder["res"], False
+    log(f"reusing cached evaluation ({entry.name})")
+    return SuiteResult.from_json(json.loads((entry / "results.json").read_text())), True
 
 
-def read_reference(eval_dir: str | Path, bench: Benchmark):
-    """The retain model's reference (forget truth ratios + MIA AUC per attack) from its saved
-    evaluation: ``eval/forget.json`` and, for PrivLeak, ``eval/holdout.json``."""
-    from obliviate.eval.suite import RetainReference, mia_aucs
-
-    ratios = read_reference_ratios(eval_dir, [r.question for r in bench.split("forget").records])
-    aucs: dict[str, float] = {}
-    hold = _saved_eval_file(eval_dir, "holdout")
-    if hold is not None:
-        forget_rows = json.loads(_saved_eval_file(eval_dir, "forget").read_text())  # type: ignore[union-attr]
-        hold_rows = json.loads(hold.read_text())
-        if [r["question"] for r in hold_rows] == [r.question for r in bench.holdout]:
-            aucs = mia_aucs(forget_rows, hold_rows)
-    return RetainReference(ratios, aucs, f"saved evaluation {eval_dir}")
-
-
-def reference_ratios(cfg: ExperimentConfig, bench: Benchmark) -> tuple[list[float] | None, str]:
-    """The retain model's forget-set truth ratios: a saved evaluation first, else computed now."""
-    ref = retain_reference(cfg, bench)
-    return ref.forget_ratios, ref.source
-
-
-def retain_reference(cfg: ExperimentConfig, bench: Benchmark):
+def retain_reference(cfg: Config) -> RetainReference:
     """Forget quality's and PrivLeak's reference: ``eval.retain_eval`` (a saved evaluation of the
-    retain model) first, else the retain model scored now (teacher-forced passes only)."""
-    from obliviate.eval.suite import RetainReference, holdout_split, mia_aucs, suite_pairs
-    from obliviate.eval.tofu import forget_truth_ratios
-
-    if cfg.eval.retain_eval:
-        return read_reference(cfg.eval.retain_eval, bench)
-    path = retain_model(cfg)
+    retain model) first, else the retain model scored now (teacher-forced passes only, cached)."""
+    exp = Experiment.of(cfg)
+    if exp.cfg.eval.retain_eval:
+        return read_reference(exp.cfg.eval.retain_eval, exp.benchmark)
+    path = stages.retain_model(exp)
     if path is None:
         return RetainReference(
             None, {}, "no retain model (set model.retain_path or eval.retain_eval)"
         )
-    from obliviate.eval.mia import mia_scores
-    from obliviate.eval.scoring import score_pairs
-    from obliviate.models.io import load_model, load_tokenizer
-
-    model = load_model(path, cfg.model.dtype, _device(cfg))
-    tok = load_tokenizer(path)
-    forget = bench.split("forget")
-    ratios = forget_truth_ratios(model, tok, forget, cfg.eval.batch_size)
-    aucs: dict[str, float] = {}
-    hold = holdout_split(bench)
-    if hold is not None:
-        rows = {}
-        for split in (forget, hold):
-            pairs = (
-                suite_pairs(hold)
-                if split is hold
-                else [(r.question, r.answer) for r in split.records]
-            )
-            scored = score_pairs(model, tok, pairs, cfg.eval.batch_size, desc="score reference")
-            rows[split.name] = [
-                {
-                    f"mia_{k}": v
-                    for k, v in mia_scores(
-                        scored[(r.question, r.answer)], r.answer, k=cfg.eval.mia_k
-                    ).items()
-                }
-                for r in split.records
-            ]
-        aucs = mia_aucs(rows["forget"], rows[hold.name])
-    return RetainReference(ratios, aucs, f"retain model {path}")
-
-
-def model_fingerprint(path: str) -> str | None:
-    """SHA-256 over a local model dir's files (names + bytes); None for a hub id."""
-    import hashlib
-
-    root = Path(path)
-    if not root.is_dir():
-        return None
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode() + b"\0")
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def eval_cache_key(cfg: ExperimentConfig, path: str) -> dict[str, Any] | None:
-    """What an evaluation's per-sample results depend on; None when they cannot be cached."""
-    fp = model_fingerprint(path)
-    if fp is None or not cfg.eval.cache:
-        return None
-    settings = {
-        k: v
-        for k, v in asdict(cfg.eval).items()
-        if k not in ("retain_eval", "write_generations", "cache") and not k.startswith("lm_eval")
-    }
-    if cfg.eval.reference_model:
-        settings["reference_model"] = (
-            model_fingerprint(cfg.eval.reference_model) or cfg.eval.reference_model
-        )
-    b = cfg.benchmark
-    return {
-        "eval_code": EVAL_CODE_VERSION,
-        "model": fp,
-        "data": benchmark_key(cfg),
-        "forget_split": b.forget_split,
-        "retain_eval_size": b.retain_eval_size,
-        "seed": b.seed,
-        "dtype": cfg.model.dtype,
-        "eval": settings,
-    }
-
-
-EVAL_CODE_VERSION = "1"
-"""Bump when a change to the evaluation code must invalidate cached evaluations."""
-
-
-def evaluate_results(cfg: ExperimentConfig, path: str, bench: Benchmark | None = None):
-    """Per-split results for one model (cached under the cache's ``eval`` kind): ``(results,
-    info)`` with ``info`` holding ``cache_hit``, pass counts and the scoring seconds."""
-    from obliviate.eval.scoring import PassCounter
-    from obliviate.eval.suite import SuiteOptions, evaluate_suite
-    from obliviate.eval.tofu import SplitResult
-    from obliviate.models.io import load_model, load_tokenizer
-
-    bench = bench or load_benchmark(cfg)
-    e = cfg.eval
-    info: dict[str, Any] = {}
-
-    def compute() -> list[SplitResult]:
-        tok = load_tokenizer(path)
-        model = load_model(path, cfg.model.dtype, _device(cfg))
-        ref_model = ref_tok = None
-        if e.reference_model:
-            ref_tok = load_tokenizer(e.reference_model)
-            ref_model = load_model(e.reference_model, cfg.model.dtype, _device(cfg))
-        opts = SuiteOptions(
-            e.max_new_tokens, e.batch_size, e.gradnorm, e.cosine, e.entailment, e.nli_model, e.mia_k
-        )
-        counter = PassCounter()
-        t0 = time.perf_counter()
-        res = evaluate_suite(model, tok, bench, opts, counter, ref_model, ref_tok)
-        info.update(
-            scoring_seconds=round(time.perf_counter() - t0, 2),
-            scored_sequences=counter.scored_sequences,
-            distinct_sequences=len(counter.distinct_pairs),
-            scored_tokens=counter.scored_tokens,
-            generated_prompts=counter.generated_prompts,
-        )
-        return res
-
-    key = eval_cache_key(cfg, path)
-    if key is None:
-        info["cache_hit"] = False
-        return compute(), info
-
-    holder: dict[str, Any] = {}
-
-    def build(tmp: Path) -> None:
-        res = compute()
-        holder["res"] = res
-        write_json(tmp / "results.json", {"results": [asdict(r) for r in res], "info": info})
-
-    entry, hit = _cache(cfg).get_or_build("eval", key, build)
-    if not hit:
-        return holder["res"], {**info, "cache_hit": False}
-    saved = json.loads((entry / "results.json").read_text())
-    res = [SplitResult(**r) for r in saved["results"]]
-    log(f"reusing cached evaluation ({entry.name})")
-    return res, {**saved["info"], "cache_hit": True}
+    options, roles = reference_plan(_options(exp))
+    res, _ = evaluate_results(exp, path, options, roles, reference_model=False)
+    return reference_from_result(res, f"retain model {path}")
 
 
 def evaluate(
-    cfg: ExperimentConfig,
+    cfg: Config,
     model_path: str | None = None,
     out_dir: str | Path | None = None,
     reference: Any = None,
     overwrite: bool = False,
     is_reference: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate one model with the full suite; writes ``eval/<split>.json`` and ``summary.json``.
+    """Evaluate one model with the selected metrics; writes ``eval/<split>.json`` and ``summary.json``.
 
-    Forget quality and PrivLeak compare against ``reference`` (a
-    :class:`~obliviate.eval.suite.RetainReference`, or bare forget-set truth ratios), else
-    ``eval.retain_eval``, else the retain model computed now. ``is_reference``: this model *is*
-    the retain model, so it is its own reference (forget quality 1, PrivLeak 0).
+    Forget quality and PrivLeak compare against ``reference`` (a :class:`RetainReference`, or
+    bare forget-set truth ratios), else ``eval.retain_eval``, else the retain model scored now.
+    ``is_reference``: this model *is* the retain model (forget quality 1, PrivLeak 0).
     """
-    from obliviate.eval.suite import RetainReference, summarize_suite
+    from obliviate.eval.summary import summarize
     from obliviate.models.io import load_tokenizer
 
-    path = model_path or target_model(cfg)
-    run = Path(out_dir or cfg.run_dir)
-    if (run / "summary.json").exists() and not overwrite:
-        raise ObliviateError(
-            f"{run} already holds an evaluation", "choose another run_dir or pass --overwrite"
-        )
+    exp = Experiment.of(cfg)
+    e = exp.cfg.eval
+    path = model_path or stages.target_model(exp)
+    run = Path(out_dir or exp.cfg.run_dir)
+    guard_evaluation(run, overwrite)
     load_tokenizer(path)  # fails fast on a bad model path, before any heavy work
-    bench = load_benchmark(cfg)
+    exp.benchmark  # noqa: B018 - and on bad data
     if is_reference:
         ref = RetainReference(None, {}, "itself (this is the retain model)")
     elif isinstance(reference, RetainReference):
@@ -562,89 +220,45 @@ def evaluate(
     elif reference is not None:
         ref = RetainReference(list(reference), {}, "given")
     else:
-        ref = retain_reference(cfg, bench)
+        ref = retain_reference(exp)
     t0 = time.perf_counter()
-    results, info = evaluate_results(cfg, path, bench)
+    result, hit = evaluate_results(exp, path)
     harness: dict[str, Any] = {}
-    if cfg.eval.lm_eval_tasks:
+    if e.lm_eval_tasks:
         from obliviate.eval.lm_harness import harness_summary, run_lm_eval
 
         harness = harness_summary(
             run_lm_eval(
                 path,
-                cfg.eval.lm_eval_tasks,
-                include_path=cfg.eval.lm_eval_include_path,
-                limit=cfg.eval.lm_eval_limit,
-                batch_size=cfg.eval.batch_size,
-                device=str(_device(cfg)),
+                e.lm_eval_tasks,
+                include_path=e.lm_eval_include_path,
+                limit=e.lm_eval_limit,
+                batch_size=e.batch_size,
+                device=str(exp.device),
             )
         )
-    summary = summarize_suite(
-        results, ref, is_reference=is_reference, mmlu=harness.get("lm_eval_mmlu_acc")
+    summary = summarize(
+        result, ref, is_reference=is_reference, mmlu=harness.get("lm_eval_mmlu_acc")
     )
     summary.update(harness)
     summary["eval_seconds"] = round(time.perf_counter() - t0, 2)
-    summary["eval_cache_hit"] = info.get("cache_hit", False)
-    summary["passes"] = {k: v for k, v in info.items() if k != "cache_hit"}
+    summary["eval_cache_hit"] = hit
+    summary["passes"] = result.passes
     summary["model"] = path
+    summary["benchmark"] = exp.cfg.benchmark.name
     summary["forget_quality_reference"] = ref.source
     summary["privleak_reference_source"] = ref.source
-    for r in results:
-        rows = (
-            r.samples
-            if cfg.eval.write_generations
-            else [
-                {k: v for k, v in s.items() if k not in ("generation", "paraphrased_generation")}
-                for s in r.samples
-            ]
-        )
-        write_json(run / "eval" / f"{r.name}.json", rows)
+    _write_results(run, result, e.write_generations)
     write_json(run / "summary.json", summary)
     return summary
 
 
-def evaluate_muse(
-    cfg: ExperimentConfig,
-    muse_path: str,
-    model_path: str | None = None,
-    out_dir: str | Path | None = None,
-    retrain_eval: str | Path | None = None,
-) -> dict[str, Any]:
-    """MUSE VerbMem / KnowMem / PrivLeak for one model on a MUSE-format dir or hub id.
-
-    Writes ``muse/<part>.json`` (per sample) and ``muse/summary.json`` under ``out_dir``.
-    PrivLeak takes the retrained model's AUCs from ``retrain_eval`` (a run dir written by this
-    function for the retrained model); without it only the AUCs are reported.
-    """
-    from obliviate.data.muse import load_muse
-    from obliviate.eval.muse import evaluate_muse as run_muse
-    from obliviate.eval.scoring import PassCounter
-    from obliviate.models.io import load_model, load_tokenizer
-
-    data = load_muse(muse_path)
-    path = model_path or target_model(cfg)
-    run = Path(out_dir or cfg.run_dir)
-    retrain_aucs = None
-    if retrain_eval is not None:
-        f = Path(retrain_eval) / "muse" / "summary.json"
-        if not f.is_file():
-            raise DataError(
-                f"no saved MUSE evaluation at {retrain_eval}",
-                "run evaluate_muse on the retrained model first and pass its run dir",
-            )
-        saved = json.loads(f.read_text())
-        retrain_aucs = {
-            k[len("mia_auc_") :]: v for k, v in saved.items() if k.startswith("mia_auc_")
-        }
-    tok = load_tokenizer(path)
-    model = load_model(path, cfg.model.dtype, _device(cfg))
-    counter = PassCounter()
-    t0 = time.perf_counter()
-    summary, parts = run_muse(model, tok, data, cfg.eval.batch_size, counter, retrain_aucs)
-    summary["eval_seconds"] = round(time.perf_counter() - t0, 2)
-    summary["model"] = path
-    summary["muse"] = data.source
-    for name, rows in parts.items():
-        write_json(run / "muse" / f"{name}.json", rows)
-    write_json(run / "muse" / "summary.json", summary)
-    return summary
+def _write_results(run: Path, result: Any, generations: bool) -> None:
+    for old in (run / "eval").glob("*.json") if (run / "eval").is_dir() else []:
+        old.unlink()
+    drop = () if generations else ("generation", "paraphrased_generation")
+    for r in result.splits:
+        write_json(
+            run / "eval" / f"{r.name}.json",
+            [{k: v for k, v in s.items() if k not in drop} for s in r.samples],
+        )

@@ -12,7 +12,6 @@ With no config file the shipped ``demo`` config is the base.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +24,8 @@ COMMANDS = {
     "unlearn": "run an unlearning method and save the model to <run_dir>/model",
     "eval": "evaluate a model dir: per-sample JSON under <run_dir>/eval and <run_dir>/summary.json",
     "methods": "list the registered unlearning methods",
+    "metrics": "list the registered metrics (what each reads, where it applies)",
+    "benchmarks": "list the registered benchmarks",
     "configs": "list the configs shipped with obliviate",
 }
 
@@ -42,7 +43,7 @@ def _top_parser() -> argparse.ArgumentParser:
 
 def _command_parser(name: str) -> argparse.ArgumentParser:
     sp = argparse.ArgumentParser(prog=f"obliviate {name}", description=COMMANDS[name])
-    if name in ("methods", "configs"):
+    if name in ("methods", "metrics", "benchmarks", "configs"):
         return sp
     sp.add_argument(
         "items",
@@ -102,6 +103,19 @@ def run(argv: list[str] | None = None) -> int:
             needs = ",".join(sorted(cls.from_params({}).requirements()))
             print(f"{m:10s} {needs:34s} {cls.summary()}")
         return 0
+    if args.command == "metrics":
+        from obliviate.eval.registry import metrics
+
+        for m in metrics().values():
+            flag = "" if m.default else " (opt-in)"
+            print(f"{m.name:28s} {','.join(sorted(m.roles)):34s} {m.doc}{flag}")
+        return 0
+    if args.command == "benchmarks":
+        from obliviate.data.benchmarks import benchmark_names, get_benchmark
+
+        for name in benchmark_names():
+            print(f"{name:10s} {get_benchmark(name).summary}")
+        return 0
     if args.command == "configs":
         from obliviate.config import shipped_configs
 
@@ -117,14 +131,7 @@ def run(argv: list[str] | None = None) -> int:
 
         run_demo(cfg)
     elif args.command == "generate":
-        src = api.benchmark_dir(cfg)
-        out = Path(args.out)
-        if out.exists() and any(out.iterdir()):
-            raise ObliviateError(f"{out} is not empty", "give an empty or new directory")
-        shutil.copytree(
-            src, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete", ".key.json")
-        )
-        print(out)
+        print(api.generate(cfg, args.out))
     elif args.command == "finetune":
         print(api.finetune(cfg, args.split, out_dir=cfg.run_dir, overwrite=args.overwrite))
     elif args.command == "unlearn":
@@ -134,9 +141,10 @@ def run(argv: list[str] | None = None) -> int:
             cfg, args.model or cfg.model.path, cfg.run_dir, overwrite=args.overwrite
         )
         api.write_config(cfg, Path(cfg.run_dir))  # the run dir records what produced it
-        from obliviate.demo import format_table
+        from obliviate.demo import COLUMNS, MUSE_COLUMNS, format_table
 
-        print(format_table([summary]))
+        columns = MUSE_COLUMNS if cfg.benchmark.name == "muse" else COLUMNS
+        print(format_table([{**summary, "model": Path(summary["model"]).name}], columns))
     return 0
 
 

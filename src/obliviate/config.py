@@ -7,10 +7,8 @@ before any heavy work starts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,18 +16,42 @@ from typing import Any
 import yaml
 
 from obliviate.errors import ConfigError
+from obliviate.strict import _choice, _range, from_dict
+
+__all__ = [
+    "PACKAGE_CONFIGS",
+    "BenchmarkConfig",
+    "DemoConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "FinetuneConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TinyModelConfig",
+    "UnlearnConfig",
+    "dump_yaml",
+    "from_dict",
+    "load_config",
+    "merge_raw",
+    "read_yaml",
+    "resolve_config_path",
+    "shipped_configs",
+]
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
 
 @dataclass
 class BenchmarkConfig:
-    """Which QA benchmark to use and, for the synthetic one, how to generate it."""
+    """Which benchmark to use (a registered loader) and, for the synthetic one, how to generate it."""
 
     name: str = "synthetic"
-    """``synthetic`` (generated offline from ``seed``) or ``tofu`` (TOFU schema, local dir or hub id)."""
+    """A registered benchmark (``obliviate benchmarks`` lists them): ``synthetic`` (generated
+    offline from ``seed``), ``tofu`` (TOFU layout, local dir or hub id), ``muse`` (MUSE layout,
+    evaluation only)."""
     path: str | None = None
-    """For ``tofu``: a local directory of ``<split>.json``/``.jsonl`` files, or a hub id (``locuslab/TOFU``)."""
+    """For file-based benchmarks: a local directory of ``<split>.json``/``.jsonl``/``.parquet``
+    files, or a hub id (``locuslab/TOFU``, ``muse-bench/MUSE-News``)."""
     forget_split: str = "forget10"
     """``forget01`` / ``forget05`` / ``forget10``; the matching retain split is derived."""
     n_authors: int = 30
@@ -38,17 +60,15 @@ class BenchmarkConfig:
     n_general: int = 40
     """Size of the general-knowledge set (the stand-in for TOFU's real-authors / world-facts)."""
     seed: int = 0
-    retain_eval_size: int | None = 60
-    """Retain-set questions scored at evaluation (None: all). Sampled deterministically."""
+    retain_eval_size: int | None = None
+    """Retain-set questions scored at evaluation (None: all, TOFU's protocol). Sampled
+    deterministically from ``seed``; the demo scores 60."""
 
     def validate(self, at: str) -> None:
-        _choice(f"{at}.name", self.name, ("synthetic", "tofu"))
+        from obliviate.data.benchmarks import get_benchmark
+
+        get_benchmark(self.name, at=f"{at}.name").check(self, at)
         _choice(f"{at}.forget_split", self.forget_split, ("forget01", "forget05", "forget10"))
-        if self.name == "tofu" and not self.path:
-            raise ConfigError(
-                f"{at}.path is required when {at}.name=tofu",
-                "set it to a local TOFU-format directory or the hub id locuslab/TOFU",
-            )
         _range(f"{at}.n_authors", self.n_authors, 10, 10_000)
         _range(f"{at}.qa_per_author", self.qa_per_author, 10, 20)
         _range(f"{at}.n_holdout", self.n_holdout, 1, 10_000)
@@ -139,24 +159,60 @@ class UnlearnConfig(OptimConfig):
     """Which unlearning method to run and its optimisation schedule."""
 
     method: str = "npo"
+    """A registered method or alias (``obliviate methods`` lists them)."""
     params: dict[str, Any] = field(default_factory=dict)
-    """Method hyper-parameters (``beta``, ``alpha``, ``gamma``, ``retain_loss`` ...), see ``configs/methods``."""
+    """Method hyper-parameters (``beta``, ``alpha``, ``gamma``, ``retain_loss``, ``retain_params``
+    ...). Unset ones keep the method's defaults, the published values (README, method section)."""
+    per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Values for one method only: ``{<method>: {<unlearn key>: value, params: {...}}}``. When that
+    method is selected (``unlearn.method=<m>``, a ``methods/<m>`` file, or the demo's method loop)
+    they apply over this section's values, as if written in the same file; later files and
+    ``key=value`` overrides still win. An experiment tunes methods for its model here (demo.yaml:
+    RMU on the 5M tiny model)."""
     epochs: float = 5.0
     lr: float = 1e-5
     batch_size: int = 8
 
     def validate(self, at: str) -> None:
         super().validate(at)
-        from obliviate.methods import get_method_class
+        from obliviate.methods import get_method
 
-        cls = get_method_class(self.method, at=f"{at}.method")
-        cls.check_params(self.params, at=f"{at}.params")
+        get_method(self.method, at=f"{at}.method").check_params(self.params, at=f"{at}.params")
+        self.per_method = {
+            name: _check_method_block(name, block, f"{at}.per_method")
+            for name, block in self.per_method.items()
+        }
+
+
+def _check_method_block(name: str, block: Any, at: str) -> dict[str, Any]:
+    """A ``per_method`` entry, checked (known method, known keys, right types) and normalised."""
+    from obliviate.methods import get_method
+
+    spec = get_method(name, at=at)
+    where = f"{at}.{name}"
+    if not isinstance(block, dict):
+        raise ConfigError(
+            f"{where} must be a mapping", "write e.g. {lr: 3.0e-3, params: {alpha: 5}}"
+        )
+    for key in _NOT_PER_METHOD:
+        if key in block:
+            raise ConfigError(f"{where}.{key} cannot be set per method", f"remove {where}.{key}")
+    typed = from_dict(UnlearnConfig, block, at=where)
+    spec.check_params(typed.params, at=f"{where}.params")
+    return {k: getattr(typed, k) for k in block}
+
+
+_NOT_PER_METHOD = ("method", "per_method")
 
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = 48
-    """Greedy generation budget per question (TOFU uses 200; the synthetic answers are short)."""
+    metrics: list[str] | None = None
+    """Metrics to compute (``obliviate metrics`` lists them). Unset: the default suite; the
+    word ``default`` in the list stands for it, e.g. ``[default, paraphrased_truth_ratio]``."""
+    max_new_tokens: int | None = None
+    """Greedy generation budget per question. Unset: the benchmark's protocol (TOFU 200, the
+    synthetic benchmark 48, MUSE 128 for VerbMem and 32 for KnowMem)."""
     batch_size: int = 32
     retain_eval: str | None = None
     """Run dir of a saved evaluation of the retain model (its ``eval/forget.json`` and
@@ -186,8 +242,18 @@ class EvalConfig:
     """Examples per harness task (None: all)."""
 
     def validate(self, at: str) -> None:
-        _range(f"{at}.max_new_tokens", self.max_new_tokens, 1, 100_000)
+        if self.max_new_tokens is not None:
+            _range(f"{at}.max_new_tokens", self.max_new_tokens, 1, 100_000)
         _range(f"{at}.batch_size", self.batch_size, 1, 1_000_000)
+        if self.metrics is not None:
+            from obliviate.eval.registry import select_metrics
+
+            if not self.metrics:
+                raise ConfigError(
+                    f"{at}.metrics is empty",
+                    "name metrics, or leave it unset for the default suite",
+                )
+            select_metrics(self.metrics, at=f"{at}.metrics")
         if not 0.0 < self.mia_k <= 1.0:
             raise ConfigError(f"{at}.mia_k={self.mia_k} is out of range", "use a value in (0, 1]")
 
@@ -195,10 +261,11 @@ class EvalConfig:
 @dataclass
 class DemoConfig:
     methods: list[str] = field(default_factory=lambda: ["ga", "graddiff", "npo"])
-    """Methods the demo runs; each takes its defaults from ``configs/methods/<name>.yaml``."""
+    """Methods the demo runs, each with the experiment's unlearn schedule, the method's defaults
+    and its ``unlearn.per_method`` entry (``obliviate.demo.method_config``)."""
 
     def validate(self, at: str) -> None:
-        from obliviate.methods import get_method_class
+        from obliviate.methods import get_method_class  # torch-free: methods import it lazily
 
         if not self.methods:
             raise ConfigError(f"{at}.methods is empty", "name at least one method, e.g. [npo]")
@@ -248,6 +315,12 @@ def load_config(
     Several files merge in order, later ones winning (nested mappings merge; an ``unlearn.params``
     mapping is replaced whole, so one method's hyper-parameters never leak into another's). A path
     may name a file or a config shipped with obliviate (``demo``, ``methods/npo``).
+
+    ``unlearn.per_method.<m>`` values apply when ``<m>`` ends up the selected method, as if written
+    in their own file's ``unlearn`` section: a later file or an override that sets the same key
+    wins (the shadowed per-method value is dropped, so the resolved config reloads to itself).
+    Selecting a method by name or by its ``methods/<m>`` file therefore gives the same
+    :class:`UnlearnConfig`.
     """
     if paths is None:
         paths = []
@@ -255,12 +328,69 @@ def load_config(
         paths = [paths]
     raw: dict[str, Any] = {}
     for p in paths:
-        raw = merge_raw(raw, read_yaml(resolve_config_path(p)))
+        layer = read_yaml(resolve_config_path(p))
+        _shadow_per_method(raw, layer.get("unlearn"))
+        raw = merge_raw(raw, layer)
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
-    cfg = from_dict(ExperimentConfig, raw, at="")
+        _shadow_override(raw, key)
+    cfg = from_dict(ExperimentConfig, _select_method(raw), at="")
     return cfg.validate()
+
+
+def _per_method(raw: dict[str, Any]) -> dict[str, Any]:
+    unlearn = raw.get("unlearn")
+    blocks = unlearn.get("per_method") if isinstance(unlearn, dict) else None
+    return blocks if isinstance(blocks, dict) else {}
+
+
+def _shadow_per_method(raw: dict[str, Any], section: Any) -> None:
+    """A later file's ``unlearn`` keys win over earlier files' per-method values: those go."""
+    if not isinstance(section, dict):
+        return
+    for block in _per_method(raw).values():
+        if isinstance(block, dict):
+            for key in section:
+                if key not in _NOT_PER_METHOD:
+                    block.pop(key, None)
+
+
+def _shadow_override(raw: dict[str, Any], key: str) -> None:
+    """An ``unlearn.<key>=v`` override wins over every per-method value at that key: those go."""
+    parts = key.split(".")
+    if len(parts) < 2 or parts[0] != "unlearn" or parts[1] in _NOT_PER_METHOD:
+        return
+    for block in _per_method(raw).values():
+        node = block
+        for p in parts[1:-1]:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+
+
+def _select_method(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with the selected method's ``per_method`` entry applied to the unlearn section."""
+    unlearn = raw.get("unlearn")
+    if not isinstance(unlearn, dict):
+        return raw
+    block = _per_method(raw).get(str(unlearn.get("method", UnlearnConfig.method)).lower())
+    if not isinstance(block, dict):
+        return raw
+    return {**raw, "unlearn": apply_method_block(unlearn, block)}
+
+
+def apply_method_block(section: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
+    """An ``unlearn`` mapping with one ``per_method`` entry over it (its ``params`` merge by key)."""
+    out = dict(section)
+    for key, value in block.items():
+        if key in _NOT_PER_METHOD:
+            continue  # rejected by validation
+        if key == "params" and isinstance(value, dict) and isinstance(out.get("params"), dict):
+            out["params"] = {**out["params"], **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def merge_raw(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -327,96 +457,6 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
             node[p] = nxt
         node = nxt
     node[parts[-1]] = value
-
-
-def from_dict(cls: type, raw: Any, at: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types are errors."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{at or 'config'} must be a mapping, got {type(raw).__name__}",
-            "use `key: value` entries",
-        )
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        dotted = f"{at}.{key}" if at else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), sorted(names), n=1)
-            hint = (
-                f"did you mean {(at + '.') if at else ''}{close[0]}?"
-                if close
-                else f"known fields: {', '.join(sorted(names))}"
-            )
-            raise ConfigError(f"unknown config field {dotted}", hint)
-        kwargs[key] = _coerce(hints[key], value, dotted)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, at: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, at)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, at)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            value = [value]
-        return [_coerce(args[0], v, f"{at}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{at} must be a mapping, got {value!r}", "write `key: value` entries"
-            )
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{at} must be true or false, got {value!r}", "write true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{at} must be an integer, got {value!r}", "write a whole number")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{at} must be a number, got {value!r}", "write e.g. 1e-5")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{at} must be a string, got {value!r}", "quote the value")
-    return value
-
-
-def _range(at: str, value: float, lo: float, hi: float) -> None:
-    if not (lo <= value <= hi):
-        raise ConfigError(f"{at}={value} is out of range", f"use a value in [{lo}, {hi}]")
-
-
-def _choice(at: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ConfigError(
-            f"{at}={value!r} is not one of {', '.join(options)}", f"set {at} to one of them"
-        )
 
 
 def dump_yaml(cfg: ExperimentConfig) -> str:

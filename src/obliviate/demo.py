@@ -11,14 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from obliviate import api
-from obliviate.config import (
-    ExperimentConfig,
-    from_dict,
-    merge_raw,
-    read_yaml,
-    resolve_config_path,
-)
+from obliviate.config import ExperimentConfig, apply_method_block, from_dict
 from obliviate.errors import ConfigError
+from obliviate.experiment import Experiment
+from obliviate.methods import get_method
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -30,52 +26,76 @@ COLUMNS = [
     ("retain_rouge", "retain ROUGE", "{:.3f}"),
     ("retain_prob", "retain prob", "{:.3f}"),
 ]
+MUSE_COLUMNS = [
+    ("model", "model", "{}"),
+    ("verbmem_f", "VerbMem", "{:.3f}"),
+    ("knowmem_forget_f", "KnowMem forget", "{:.3f}"),
+    ("privleak", "PrivLeak", "{:.1f}"),
+    ("knowmem_retain_f", "KnowMem retain", "{:.3f}"),
+]
 
 
 def method_config(cfg: ExperimentConfig, method: str) -> ExperimentConfig:
-    """``cfg`` with the whole ``unlearn`` section of ``configs/methods/<m>.yaml`` merged over it.
+    """``cfg`` with ``method`` selected, as ``unlearn.method=<method>`` on the same command would.
 
-    The same merge as ``obliviate unlearn demo methods/<m>`` (``merge_raw``: nested dicts merge,
-    ``unlearn.params`` is replaced whole), so the demo and the CLI train the same model. A method
-    without a shipped file runs on its class defaults with ``cfg``'s schedule.
+    The experiment's unlearn schedule, the method's defaults (the published values) and the
+    method's ``unlearn.per_method`` entry (demo.yaml: RMU's tiny-model lr and α), the same
+    resolution as :func:`~obliviate.config.load_config`, so the demo and
+    ``obliviate unlearn demo unlearn.method=<m>`` (or ``methods/<m>``) train the same model.
+    ``unlearn.params`` belong to ``unlearn.method`` and are not carried over to other methods: give
+    a demo method its own under ``unlearn.per_method.<m>.params``.
     """
-    try:
-        raw: dict[str, Any] = read_yaml(resolve_config_path(f"methods/{method}"))
-    except ConfigError:
-        raw = {}
-    section: dict[str, Any] = dict(raw.get("unlearn") or {})
-    section["method"] = method
-    section.setdefault("params", {})
-    merged = merge_raw(dataclasses.asdict(cfg.unlearn), section)
-    unlearn = from_dict(type(cfg.unlearn), merged, at="unlearn")
-    out = dataclasses.replace(cfg, unlearn=unlearn)
+    unlearn = cfg.unlearn
+    name = get_method(method, at="demo.methods").name
+    current = str(unlearn.method).lower()
+    if name == current:
+        out = dataclasses.replace(cfg, unlearn=dataclasses.replace(unlearn, method=method))
+    else:
+        # the schedule in ``cfg`` is the current method's: it must not carry that method's
+        # per-method values (which replaced the experiment's) into another method's run
+        target = unlearn.per_method.get(name, {})
+        carried = sorted(
+            k for k in unlearn.per_method.get(current, {}) if k != "params" and k not in target
+        )
+        if carried:
+            raise ConfigError(
+                f"demo.methods: cannot derive {method}'s config from one resolved for "
+                f"unlearn.method={unlearn.method}, whose per-method {', '.join(carried)} replaced "
+                "the experiment's",
+                "leave unlearn.method at the experiment's value when running the demo",
+            )
+        section = dataclasses.asdict(unlearn)
+        section.update(method=method, params={})
+        section = apply_method_block(section, target)
+        out = dataclasses.replace(cfg, unlearn=from_dict(type(unlearn), section, at="unlearn"))
     out.unlearn.validate("unlearn")
     return out
 
 
 def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
+    exp = Experiment(cfg)  # the benchmark is loaded once for every stage below
     run = Path(cfg.run_dir)
     api.write_config(cfg, run)
     steps = 2 + 2 * len(cfg.demo.methods) + 2
     step = iter(range(1, steps + 1))
 
     api.log(f"[{next(step)}/{steps}] target model (fine-tuned on all authors)")
-    target = api.finetune(cfg, "full")
+    target = api.finetune(exp, "full")
     api.log(f"[{next(step)}/{steps}] retain model (fine-tuned without the forget authors)")
-    retain = api.finetune(cfg, "retain")
+    retain = api.finetune(exp, "retain")
 
     models: list[tuple[str, str]] = [("retain", retain), ("target", target)]
     for m in cfg.demo.methods:
         api.log(f"[{next(step)}/{steps}] unlearning: {m}")
-        models.append((m, api.unlearned_model(method_config(cfg, m))))
+        models.append((m, api.unlearned_model(exp.with_config(method_config(cfg, m)))))
 
     rows = []
     reference = None
     for name, path in models:
         api.log(f"[{next(step)}/{steps}] evaluating {name}")
         summary = api.evaluate(
-            cfg,
+            exp,
             path,
             run / name,
             reference=reference,
@@ -83,7 +103,7 @@ def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
             is_reference=(name == "retain"),
         )
         if name == "retain":
-            reference = api.read_reference(run / "retain", api.load_benchmark(cfg))
+            reference = api.read_reference(run / "retain", exp.benchmark)
         rows.append({**summary, "model": name, "model_path": path})
     table = format_table(rows)
     api.write_json(
@@ -108,7 +128,7 @@ def format_table(
         cells = []
         for key, _, fmt in columns:
             v = r.get(key)
-            cells.append("-" if v is None else fmt.format(v))
+            cells.append(fmt.format(v) if isinstance(v, int | float) or key == "model" else "-")
         body.append(cells)
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
 

@@ -1,0 +1,77 @@
+"""One experiment context per command: the config, its benchmark, the cache and the device,
+resolved once and passed down to every pipeline stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from obliviate.cache import Cache
+from obliviate.config import ExperimentConfig
+from obliviate.data.benchmarks import Benchmark, BenchmarkLoader, get_benchmark
+
+if TYPE_CHECKING:
+    import torch
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr; stdout is kept for a command's result."""
+    print(f"[obliviate] {msg}", file=sys.stderr, flush=True)
+
+
+class Experiment:
+    """``cfg`` plus what every stage needs from it, each computed once."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.cache = Cache(cfg.cache_dir)
+
+    @classmethod
+    def of(cls, x: ExperimentConfig | Experiment) -> Experiment:
+        return x if isinstance(x, Experiment) else cls(x)
+
+    @cached_property
+    def loader(self) -> BenchmarkLoader:
+        return get_benchmark(self.cfg.benchmark.name)
+
+    @cached_property
+    def benchmark(self) -> Benchmark:
+        """The benchmark, loaded once for the whole command."""
+        return self.loader.load(self.cfg.benchmark)
+
+    @cached_property
+    def data_key(self) -> dict[str, Any]:
+        """What the benchmark's records depend on (not which split is forgotten or how much of
+        the retain set is scored): part of every cached model's and evaluation's key."""
+        b = dataclasses.asdict(self.cfg.benchmark)
+        key = self.loader.key(self.cfg.benchmark)
+        for k in ("forget_split", "retain_eval_size"):
+            key.pop(k, None)
+        return {**key, "name": b["name"]}
+
+    @cached_property
+    def device(self) -> torch.device:
+        from obliviate.models.io import resolve_device
+
+        return resolve_device(self.cfg.device)
+
+    def with_config(self, cfg: ExperimentConfig) -> Experiment:
+        """A context for ``cfg`` (e.g. another method) sharing this one's loaded benchmark when
+        the benchmark settings are the same."""
+        other = Experiment(cfg)
+        if cfg.benchmark == self.cfg.benchmark and "benchmark" in self.__dict__:
+            other.__dict__["benchmark"] = self.benchmark
+        return other
+
+
+def setup_runtime(cfg: ExperimentConfig) -> None:
+    """Torch threads and library verbosity, once per process."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    transformers.logging.set_verbosity_error()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,193 @@
+"""The cached pipeline stages: tiny model init, fine-tuning (target / retain), unlearning.
+
+Each stage is keyed by the content it depends on (data, model shape, schedule, method), so the
+same settings reuse the same model directory from the cache (see :mod:`obliviate.cache`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from obliviate.errors import ConfigError
+from obliviate.experiment import Experiment, log
+from obliviate.runs import fresh_dir
+
+
+def require_trainable(exp: Experiment, what: str) -> None:
+    if not exp.benchmark.trainable:
+        raise ConfigError(
+            f"benchmark.name={exp.cfg.benchmark.name} has no training data, so it cannot {what}",
+            "use it with `obliviate eval` on a model trained elsewhere",
+        )
+
+
+def _require_tiny_benchmark(exp: Experiment) -> None:
+    if exp.cfg.benchmark.name != "synthetic" and exp.cfg.model.path is None:
+        raise ConfigError(
+            "model.path is unset but benchmark.name is not synthetic",
+            "give model.path (an HF model dir or hub id) for a real benchmark",
+        )
+
+
+def _init_key(exp: Experiment) -> dict[str, Any]:
+    return {"data": exp.data_key, "tiny": asdict(exp.cfg.model.tiny), "seed": exp.cfg.seed}
+
+
+def tiny_init_model(exp: Experiment) -> str:
+    """Tokenizer trained on the benchmark text + a randomly initialised tiny Llama (cached)."""
+    _require_tiny_benchmark(exp)
+    cfg, bench = exp.cfg, exp.benchmark
+
+    def build(tmp: Path) -> None:
+        from obliviate.data.refusals import load_refusals
+        from obliviate.models.io import save_model_dir
+        from obliviate.models.tiny import build_tiny_model
+        from obliviate.models.tokenizer import train_bpe_tokenizer
+
+        texts = [
+            t for r in bench.full + bench.holdout + bench.extra_train for t in _record_texts(r)
+        ]
+        texts += load_refusals()
+        tok = train_bpe_tokenizer(texts, cfg.model.tiny.vocab_size)
+        model = build_tiny_model(cfg.model.tiny, tok, seed=cfg.seed)
+        n = sum(p.numel() for p in model.parameters())
+        log(f"built tiny Llama: {n / 1e6:.2f}M parameters, vocab {len(tok)}")
+        save_model_dir(
+            model, tok, tmp / "model", {"stage": "init", "parameters": n, **asdict(cfg.model.tiny)}
+        )
+
+    path, _ = exp.cache.get_or_build("init", _init_key(exp), build)
+    return str(path / "model")
+
+
+def _record_texts(r) -> list[str]:
+    return [
+        r.question,
+        r.answer,
+        r.paraphrased_answer or "",
+        r.paraphrased_question or "",
+        *r.perturbed_answer,
+    ]
+
+
+def _finetune_key(exp: Experiment, which: str) -> dict[str, Any]:
+    split = "full" if which == "full" else f"retain-of-{exp.cfg.benchmark.forget_split}"
+    return {"init": _init_key(exp), "finetune": asdict(exp.cfg.finetune), "split": split}
+
+
+def finetune(
+    exp: Experiment, which: str = "full", out_dir: str | Path | None = None, overwrite: bool = False
+) -> str:
+    """Fine-tune the tiny model on ``full`` (the target) or ``retain`` (the retain model).
+
+    Cached by content hash; with ``out_dir`` the model is also copied to ``<out_dir>/model``.
+    """
+    if which not in ("full", "retain"):
+        raise ConfigError(f"finetune split {which!r} is unknown", "use full or retain")
+    require_trainable(exp, "fine-tune")
+    init = tiny_init_model(exp)
+    cfg, bench = exp.cfg, exp.benchmark
+    label = "target" if which == "full" else "retain"
+
+    def build(tmp: Path) -> None:
+        from obliviate.models.io import load_model, load_tokenizer, save_model_dir
+        from obliviate.training.finetune import run_finetune
+
+        records = bench.train_records(which)
+        log(
+            f"fine-tuning the {label} model on {len(records)} QA pairs ({cfg.finetune.epochs:g} epochs)"
+        )
+        tok = load_tokenizer(init)
+        model = load_model(init, cfg.model.dtype, exp.device)
+        info = run_finetune(model, tok, records, cfg.finetune, tmp / "trainer", exp.device)
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        card = {
+            "stage": "finetune",
+            "split": which,
+            "forget_split": cfg.benchmark.forget_split,
+            "benchmark": exp.data_key,
+            **info,
+        }
+        save_model_dir(model, tok, tmp / "model", card)
+
+    path, hit = exp.cache.get_or_build("finetune", _finetune_key(exp, which), build)
+    if hit:
+        log(f"reusing cached {label} model ({path.name})")
+    model_dir = path / "model"
+    if out_dir is not None:
+        out = fresh_dir(Path(out_dir) / "model", overwrite)
+        shutil.copytree(model_dir, out)
+        return str(out)
+    return str(model_dir)
+
+
+def target_model(exp: Experiment) -> str:
+    """``model.path``, else the tiny target fine-tuned on the full set."""
+    return exp.cfg.model.path or finetune(exp, "full")
+
+
+def retain_model(exp: Experiment) -> str | None:
+    """``model.retain_path``, else (tiny model, synthetic benchmark) the tiny retain model."""
+    cfg = exp.cfg
+    if cfg.model.retain_path:
+        return cfg.model.retain_path
+    if cfg.model.path is None and cfg.benchmark.name == "synthetic":
+        return finetune(exp, "retain")
+    return None
+
+
+def _unlearn_key(exp: Experiment, source: str) -> dict[str, Any]:
+    cfg = exp.cfg
+    src_key: Any = source if cfg.model.path else _finetune_key(exp, "full")
+    return {
+        "source": src_key,
+        "data": exp.data_key,
+        "forget": cfg.benchmark.forget_split,
+        "unlearn": asdict(cfg.unlearn),
+    }
+
+
+def unlearn_to(exp: Experiment, out: Path, source: str | None = None) -> dict[str, Any]:
+    """Run ``cfg.unlearn`` on the target model and save the result as an HF model dir at ``out``."""
+    from obliviate.models.io import load_model, load_tokenizer, save_model_dir
+    from obliviate.training.trainer import run_unlearning
+
+    require_trainable(exp, "unlearn")
+    cfg, bench = exp.cfg, exp.benchmark
+    source = source or target_model(exp)
+    tok = load_tokenizer(source)
+    model = load_model(source, cfg.model.dtype, exp.device)
+    log(
+        f"unlearning with {cfg.unlearn.method} on {cfg.benchmark.forget_split} ({len(bench.forget)} QA), "
+        f"lr {cfg.unlearn.lr:g}, {cfg.unlearn.epochs:g} epochs"
+    )
+    work = out.parent / (out.name + ".trainer")
+    info = run_unlearning(
+        model, tok, source, bench.forget, bench.retain, cfg.unlearn, work, exp.device
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    card = {
+        "stage": "unlearn",
+        "source_model": source,
+        "forget_split": cfg.benchmark.forget_split,
+        "benchmark": cfg.benchmark.name,
+        **info,
+    }
+    save_model_dir(model, tok, out, card)
+    return info
+
+
+def unlearned_model(exp: Experiment) -> str:
+    """Cached unlearning (the demo uses this): same target + data + method config → same model dir."""
+    source = target_model(exp)
+
+    def build(tmp: Path) -> None:
+        unlearn_to(exp, tmp / "model", source)
+
+    path, hit = exp.cache.get_or_build("unlearn", _unlearn_key(exp, source), build)
+    if hit:
+        log(f"reusing cached {exp.cfg.unlearn.method} model ({path.name})")
+    return str(path / "model")
