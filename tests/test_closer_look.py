@@ -16,7 +16,6 @@ from obliviate.eval.closer_look import (
     RETAIN_TYPE_SPLITS,
     EntailmentScorer,
     Unavailable,
-    closer_look_model_utility,
     cosine_similarity_scores,
     default_embedder_dir,
     entailment_pairs,
@@ -336,34 +335,22 @@ def test_gate_with_real_local_classifier(nli_dirs):
 
 
 def test_model_utility_full_18():
-    values = {
-        split: {m: (0.5 if i % 2 == 0 else 1.0) for i, m in enumerate(CLOSER_LOOK_METRICS)}
-        for split in RETAIN_TYPE_SPLITS
-    }
-    values["forget"] = {"rouge": 0.9}
-    res = closer_look_model_utility(values)
+    """The summary's closer-look utility over retain-type splits (TOFU: retain + 2 utility sets)."""
+    from obliviate.eval.suite import SplitResult, SuiteResult
+    from obliviate.eval.summary import summarize
+
+    agg = {m: (0.5 if i % 2 == 0 else 1.0) for i, m in enumerate(CLOSER_LOOK_METRICS)}
+    splits = [SplitResult("forget", "forget", [], {"rouge": 0.9})]
+    splits += [SplitResult("retain", "retain", [], dict(agg))]
+    splits += [SplitResult(n, "utility", [], dict(agg)) for n in ("real_authors", "world_facts")]
+    s = summarize(SuiteResult(splits), None)
     # 9 values of 0.5 and 9 of 1.0: hmean = 18 / (9·2 + 9·1) = 18/27 = 0.666667
-    assert res.value == pytest.approx(18 / 27)
-    assert len(res.used) == 18
-    assert res.missing == ()
-    assert res.ignored == ("forget/rouge",)
-
-
-def test_model_utility_partial_records_what_was_used():
-    values = {
-        "retain": {"rouge": 0.5, "prob": 0.25, "entailment": None},
-        "real_authors": {"cosine_similarity": Unavailable("embedder", "not installed")},
-        "world_facts": {"token_entropy": float("nan")},
-    }
-    res = closer_look_model_utility(values)
-    # hmean(0.5, 0.25) = 2 / (2 + 4) = 1/3
-    assert res.value == pytest.approx(1 / 3)
-    assert res.used == ("retain/rouge", "retain/prob")
-    assert len(res.missing) == 16
-    assert "retain/entailment" in res.missing
-    assert "real_authors/cosine_similarity" in res.missing
-    with pytest.raises(ValueError):
-        closer_look_model_utility({"forget": {"rouge": 0.5}})
+    assert s["closer_look_model_utility"] == pytest.approx(18 / 27)
+    assert len(s["closer_look_model_utility_terms"]) == 18
+    assert not any(t.startswith("forget/") for t in s["closer_look_model_utility_terms"])
+    splits[1].aggregates["entailment"] = "unavailable: x"  # left out, not a number
+    s = summarize(SuiteResult(splits), None)
+    assert len(s["closer_look_model_utility_terms"]) == 17
 
 
 def test_forget_efficacy():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from obliviate.errors import ModelError
-from obliviate.eval.metrics import harmonic_mean, rouge_l_recall
+from obliviate.eval.metrics import rouge_l_recall
 
 if TYPE_CHECKING:
     import torch
@@ -465,37 +465,6 @@ def _number(v: Any) -> float | None:
         return None
     x = float(v)
     return None if math.isnan(x) else x
-
-
-def closer_look_model_utility(values: Mapping[str, Mapping[str, Any]]) -> AggregateResult:
-    """Closer-look model utility: harmonic mean of the non-forget numbers.
-
-    ``values[split][metric]`` for ``split`` in :data:`RETAIN_TYPE_SPLITS` and ``metric`` in
-    :data:`CLOSER_LOOK_METRICS` (ROUGE, Prob, TR, TE, CS, ES): 18 numbers when complete,
-    ``MU = n / Σ_i 1/x_i`` (0 if any is ≤ 0). Missing, ``None``, NaN or :class:`Unavailable`
-    entries are left out and listed in ``missing``; forget splits and unknown keys are listed in
-    ``ignored``. Raises ValueError if no number is available.
-    """
-    used: list[str] = []
-    nums: list[float] = []
-    missing: list[str] = []
-    ignored: list[str] = []
-    for split, metrics in values.items():
-        for metric in metrics:
-            if split not in RETAIN_TYPE_SPLITS or metric not in CLOSER_LOOK_METRICS:
-                ignored.append(f"{split}/{metric}")
-    for split in RETAIN_TYPE_SPLITS:
-        for metric in CLOSER_LOOK_METRICS:
-            key = f"{split}/{metric}"
-            x = _number(values.get(split, {}).get(metric))
-            if x is None:
-                missing.append(key)
-            else:
-                used.append(key)
-                nums.append(x)
-    if not nums:
-        raise ValueError("closer_look_model_utility: no non-forget number is available")
-    return AggregateResult(harmonic_mean(nums), tuple(used), tuple(missing), tuple(ignored))
 
 
 def forget_efficacy(forget: Mapping[str, Any]) -> AggregateResult:
