@@ -8,7 +8,7 @@ import pytest
 from obliviate.cli import main
 from obliviate.config import TinyModelConfig
 from obliviate.data.benchmarks.tofu import load_tofu_dir as load_benchmark_dir
-from obliviate.errors import DataError
+from obliviate.errors import ConfigError, DataError
 from obliviate.models.io import save_model_dir
 from obliviate.models.tiny import build_tiny_model
 from obliviate.models.tokenizer import train_bpe_tokenizer
@@ -132,3 +132,36 @@ def test_tofu_protocol_scores_the_whole_retain_set_with_200_tokens(tmp_path):
     assert exp.benchmark.max_new_tokens == 200
     demo = load_config("demo")
     assert demo.benchmark.retain_eval_size == 60 and demo.eval.max_new_tokens == 48
+
+
+def test_a_new_benchmark_needs_no_edit_to_the_pipeline(tmp_path, monkeypatch):
+    """Register a loader as the README's "Adding a benchmark" shows; config, the experiment
+    context and the cache key pick it up by name."""
+    from obliviate import load_config
+    from obliviate.data.benchmarks import base
+    from obliviate.data.benchmarks.base import Benchmark, EvalSplit, register_benchmark
+    from obliviate.data.schema import QARecord
+    from obliviate.data.sources import Source
+    from obliviate.experiment import Experiment
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # undo afterwards
+    (tmp_path / "forget.jsonl").write_text('{"question": "q?", "answer": "a"}\n')
+    (tmp_path / "retain.jsonl").write_text('{"question": "r?", "answer": "b"}\n')
+
+    @register_benchmark("my_bench", "a test benchmark", needs_path=True)
+    def load_my_bench(cfg):
+        src = Source(cfg.path)
+        forget = [QARecord.from_dict(row, where) for where, row in src.rows("forget")]
+        retain = [QARecord.from_dict(row, where) for where, row in src.rows("retain")]
+        splits = [EvalSplit("forget", "forget", forget), EvalSplit("retain", "retain", retain)]
+        return Benchmark(
+            "my_bench", str(cfg.path), "forget", forget, retain, forget + retain, eval_splits=splits
+        )
+
+    with pytest.raises(ConfigError, match="benchmark.path is required"):
+        load_config([], ["benchmark.name=my_bench"])
+    exp = Experiment(load_config([], ["benchmark.name=my_bench", f"benchmark.path={tmp_path}"]))
+    assert [r.answer for r in exp.benchmark.retain] == ["b"]
+    before = exp.data_key["files"]
+    (tmp_path / "forget.jsonl").write_text('{"question": "q?", "answer": "changed"}\n')
+    assert Experiment(exp.cfg).data_key["files"] != before  # edited data → new cache key

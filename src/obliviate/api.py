@@ -13,6 +13,7 @@ a model held in memory, use :func:`obliviate.eval.evaluate.evaluate_model`.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -163,8 +164,6 @@ def evaluate_results(
     def build(tmp: Path) -> None:
         holder["res"] = compute()
         write_json(tmp / "results.json", holder["res"].to_json())
-
-    import json
 
     entry, hit = exp.cache.get_or_build("eval", key, build)
     if not hit:

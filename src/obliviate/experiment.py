@@ -3,7 +3,6 @@ resolved once and passed down to every pipeline stage."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from functools import cached_property
@@ -46,11 +45,10 @@ class Experiment:
     def data_key(self) -> dict[str, Any]:
         """What the benchmark's records depend on (not which split is forgotten or how much of
         the retain set is scored): part of every cached model's and evaluation's key."""
-        b = dataclasses.asdict(self.cfg.benchmark)
         key = self.loader.key(self.cfg.benchmark)
         for k in ("forget_split", "retain_eval_size"):
             key.pop(k, None)
-        return {**key, "name": b["name"]}
+        return key
 
     @cached_property
     def device(self) -> torch.device:
