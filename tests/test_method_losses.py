@@ -20,7 +20,7 @@ import yaml
 from obliviate.config import PACKAGE_CONFIGS, load_config
 from obliviate.data.refusals import load_refusals
 from obliviate.errors import ConfigError
-from obliviate.methods import get_method_class, method_names
+from obliviate.methods import get_method, method_names
 from obliviate.methods.flat import FLAT
 from obliviate.methods.retain import RETAIN_TERMS
 from obliviate.methods.rmu import hidden_at
@@ -348,7 +348,7 @@ def hand_loss(name: str, w: World, m) -> float:
 
 
 def run(name: str, w: World, params: dict | None = None):
-    m = get_method_class(name).from_params(params or {})
+    m = get_method(name).from_params(params or {})
     ref = w.ref if m.needs_ref else None
     m.prepare(w.model, ref, w.batch)
     return m, m.loss(w.model, w.batch, ref)
@@ -465,7 +465,7 @@ def test_flat_rejects_unknown_divergence():
 def test_retain_term_matches_hand_value(term):
     w = random_world(2)
     extra = {"retain_params": {"beta": 0.3}} if term == "ap" else {}
-    m = get_method_class("ga").from_params({"retain_loss": term, **extra})
+    m = get_method("ga").from_params({"retain_loss": term, **extra})
     value = m.retain(w.model, w.batch, w.ref).item()
     assert value == pytest.approx(_HAND_RETAIN[term](w, m), rel=1e-5)
 
@@ -473,7 +473,7 @@ def test_retain_term_matches_hand_value(term):
 def test_ap_prefers_true_retain_answer():
     """AP is below its neutral value (1/β)·log 2 exactly when S(y_r) < S(y_idk)."""
     w = random_world(1)
-    m = get_method_class("idk_ap").from_params({})
+    m = get_method("idk_ap").from_params({})
     s_true, s_idk = sum(_token_nll(w, "retain")[0]), sum(_token_nll(w, "retain_idk")[0])
     ap = m.retain(w.model, w.batch, None).item()
     assert (ap < math.log(2) / m.retain.beta) == (s_true < s_idk)
@@ -501,7 +501,7 @@ def test_me_positions_answer_and_all_by_hand():
     """``answer`` (default) is the paper's loss; ``all`` averages over every position, as the
     authors' shipped ME+GD runs (unmasked forget labels) do."""
     w = random_world(3)  # the third row is padding only
-    assert get_method_class("me").from_params({}).positions == "answer"
+    assert get_method("me").from_params({}).positions == "answer"
     assert run("me", w)[1].item() == pytest.approx(_hand_me(w), rel=1e-6)
     everywhere = run("me", w, {"positions": "all"})[1].item()
     assert everywhere == pytest.approx(_hand_me_all(w), rel=1e-6)
@@ -509,12 +509,12 @@ def test_me_positions_answer_and_all_by_hand():
     _, me_gd = run("me_gd", w, {"positions": "all"})
     assert me_gd.item() == pytest.approx(0.1 * _hand_me_all(w) + _hand_ce(w, "retain"), rel=1e-6)
     with pytest.raises(ConfigError, match="positions"):
-        get_method_class("me").from_params({"positions": "prompt"})
+        get_method("me").from_params({"positions": "prompt"})
 
 
 def test_undial_default_is_forget_only():
     """The paper distils on the forget set only (open-unlearning ships alpha 0): no retain term."""
-    m = get_method_class("undial").from_params({})
+    m = get_method("undial").from_params({})
     assert m.retain_loss is None and m.retain is None
     assert m.requirements() == {"forget", "ref"}
     w = random_world(2)
@@ -558,12 +558,12 @@ def test_idk_with_nll_retain_is_a_sum_of_two_means():
     ],
 )
 def test_defaults_are_the_published_values(name, expected):
-    m = get_method_class(name).from_params({})
+    m = get_method(name).from_params({})
     assert {k: getattr(m, k) for k in expected} == expected
 
 
 def test_ap_beta_defaults_to_the_papers():
-    assert get_method_class("idk_ap").from_params({}).retain.beta == 0.1
+    assert get_method("idk_ap").from_params({}).retain.beta == 0.1
 
 
 @pytest.mark.parametrize(
@@ -576,7 +576,7 @@ def test_ap_beta_defaults_to_the_papers():
     ],
 )
 def test_variants_are_aliases_not_subclasses(alias, base, overrides):
-    spec, base_spec = get_method_class(alias), get_method_class(base)
+    spec, base_spec = get_method(alias), get_method(base)
     assert spec.is_alias and not base_spec.is_alias
     assert spec.cls is base_spec.cls
     assert dict(spec.defaults) == overrides
@@ -587,16 +587,16 @@ def test_variants_are_aliases_not_subclasses(alias, base, overrides):
 
 
 def test_retain_params_belong_to_the_retain_term():
-    m = get_method_class("ga").from_params({"retain_loss": "ap", "retain_params": {"beta": 0.3}})
+    m = get_method("ga").from_params({"retain_loss": "ap", "retain_params": {"beta": 0.3}})
     assert m.retain.beta == 0.3
     with pytest.raises(ConfigError, match=r"unlearn\.params\.retain_params\.beta"):
-        get_method_class("graddiff").from_params({"retain_params": {"beta": 0.3}})  # nll has none
+        get_method("graddiff").from_params({"retain_params": {"beta": 0.3}})  # nll has none
     with pytest.raises(ConfigError, match="retain_params"):
-        get_method_class("ga").from_params({"retain_params": {"beta": 0.3}})  # no retain term
+        get_method("ga").from_params({"retain_params": {"beta": 0.3}})  # no retain term
     with pytest.raises(ConfigError, match="ap_beta"):
-        get_method_class("idk_ap").from_params({"ap_beta": 0.3})  # moved to retain_params
+        get_method("idk_ap").from_params({"ap_beta": 0.3})  # moved to retain_params
     with pytest.raises(ConfigError, match="retain_params"):
-        get_method_class("rmu").from_params({"retain_params": {"beta": 0.3}})
+        get_method("rmu").from_params({"retain_params": {"beta": 0.3}})
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,7 +659,7 @@ def test_long_answers_stay_finite(name, sign):
 
 def test_kl_ignores_padding_and_prompt_positions():
     w = random_world(2)
-    m = get_method_class("ga").from_params({"retain_loss": "kl"})
+    m = get_method("ga").from_params({"retain_loss": "kl"})
     before = m.retain(w.model, w.batch, w.ref).item()
     with torch.no_grad():
         for b, row in enumerate(w.labels["retain"]):
@@ -700,17 +700,17 @@ def test_undial_masked_positions_take_no_penalty():
     "name", ["ga", "simnpo", "wga", "flat", "satimp", "ceu", "me", "me_gd", "idk", "idk_ap"]
 )
 def test_reference_free_methods_never_ask_for_ref(name):
-    assert "ref" not in get_method_class(name).from_params({}).requirements()
+    assert "ref" not in get_method(name).from_params({}).requirements()
 
 
 @pytest.mark.parametrize("name", ["npo", "dpo", "idkdpo", "undial", "rmu"])
 def test_reference_methods_ask_for_ref(name):
-    assert "ref" in get_method_class(name).from_params({}).requirements()
+    assert "ref" in get_method(name).from_params({}).requirements()
 
 
 def test_kl_retain_term_asks_for_ref():
-    assert "ref" in get_method_class("ga").from_params({"retain_loss": "kl"}).requirements()
-    assert get_method_class("ga").from_params({"retain_loss": "ap"}).requirements() == {
+    assert "ref" in get_method("ga").from_params({"retain_loss": "kl"}).requirements()
+    assert get_method("ga").from_params({"retain_loss": "ap"}).requirements() == {
         "forget",
         "retain",
         "retain_idk",
@@ -745,7 +745,7 @@ def test_rmu_validates_layer_and_retain():
     with pytest.raises(ConfigError, match="layer"):
         run("rmu", w, {"layer": 9})
     with pytest.raises(ConfigError, match="retain_loss"):
-        get_method_class("rmu").from_params({"retain_loss": "nll"})
+        get_method("rmu").from_params({"retain_loss": "nll"})
     with pytest.raises(ConfigError, match="trainable_layers"):
         run("rmu", w, {"trainable_layers": [0, 5]})
 
@@ -792,7 +792,7 @@ def test_gradients_are_finite_on_tiny_llama(name, llama):
     base, ref_model = llama
     model = copy.deepcopy(base).train()
     batch = _llama_batch()
-    m = get_method_class(name).from_params({})
+    m = get_method(name).from_params({})
     ref = ref_model if m.needs_ref else None  # reference-free methods get None and must cope
     m.prepare(model, ref, batch)
     loss = m.loss(model, batch, ref)
@@ -818,7 +818,7 @@ def test_rmu_steers_the_residual_stream_not_the_final_norm():
     )
     model = transformers.LlamaForCausalLM(cfg)
     batch = _llama_batch()
-    m = get_method_class("rmu").from_params({})
+    m = get_method("rmu").from_params({})
     m.prepare(model, copy.deepcopy(model).requires_grad_(False), batch)
     assert m._layer == 1
     sub = batch["forget"]
@@ -834,12 +834,12 @@ def test_rmu_steers_the_residual_stream_not_the_final_norm():
 
 def test_rmu_trains_only_the_selected_mlps(llama):
     model = copy.deepcopy(llama[0])
-    m = get_method_class("rmu").from_params({})
+    m = get_method("rmu").from_params({})
     m.prepare(model, llama[1], _llama_batch())
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1, 2)}
     model2 = copy.deepcopy(llama[0])
-    get_method_class("rmu").from_params({"layer": 3, "trainable_layers": [3]}).prepare(
+    get_method("rmu").from_params({"layer": 3, "trainable_layers": [3]}).prepare(
         model2, llama[1], _llama_batch()
     )
     assert {n for n, p in model2.named_parameters() if p.requires_grad} == {
@@ -857,7 +857,7 @@ def test_every_method_ships_a_config(name):
     assert path.is_file(), f"missing configs/methods/{name}.yaml"
     cfg = load_config(f"methods/{name}")
     assert cfg.unlearn.method == name
-    get_method_class(name).from_params(cfg.unlearn.params)
+    get_method(name).from_params(cfg.unlearn.params)
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -875,7 +875,7 @@ def test_method_file_holds_only_documented_deviations(name):
     raw = yaml.safe_load(text)
     assert set(raw) == {"unlearn"}
     assert set(raw["unlearn"]) <= {"method", "params"}, f"{name}.yaml sets more than method/params"
-    defaults = get_method_class(name).param_defaults()
+    defaults = get_method(name).param_defaults()
     lines = text.splitlines()
     for key, value in (raw["unlearn"].get("params") or {}).items():
         assert value != defaults[key], f"{name}.yaml repeats the default {key}={value!r}"

@@ -99,7 +99,7 @@ def _options(exp: Experiment):
 
 
 def eval_cache_key(
-    exp: Experiment, path: str, options: Any, roles: Any = None
+    exp: Experiment, path: str, options: Any, roles: Any = None, reference_model: bool = True
 ) -> dict[str, Any] | None:
     """What an evaluation's per-split results depend on; None when they cannot be cached."""
     fp = model_fingerprint(path)
@@ -107,7 +107,7 @@ def eval_cache_key(
         return None
     e = exp.cfg.eval
     ref = None
-    if e.reference_model:
+    if reference_model and e.reference_model:
         ref = model_fingerprint(e.reference_model) or e.reference_model
     b = exp.cfg.benchmark
     return {
@@ -154,11 +154,9 @@ def evaluate_results(
         res.passes["scoring_seconds"] = round(time.perf_counter() - t0, 2)
         return res
 
-    key = eval_cache_key(exp, path, options, roles)
+    key = eval_cache_key(exp, path, options, roles, reference_model)
     if key is None:
         return compute(), False
-    if not reference_model:
-        key["reference_model"] = None
     holder: dict[str, Any] = {}
 
     def build(tmp: Path) -> None:

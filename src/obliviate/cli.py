@@ -96,10 +96,10 @@ def _load(items: list[str]):
 def run(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.command == "methods":
-        from obliviate.methods import get_method_class, method_names
+        from obliviate.methods import get_method, method_names
 
         for m in method_names():
-            cls = get_method_class(m)
+            cls = get_method(m)
             needs = ",".join(sorted(cls.from_params({}).requirements()))
             print(f"{m:10s} {needs:34s} {cls.summary()}")
         return 0

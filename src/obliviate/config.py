@@ -265,12 +265,12 @@ class DemoConfig:
     and its ``unlearn.per_method`` entry (``obliviate.demo.method_config``)."""
 
     def validate(self, at: str) -> None:
-        from obliviate.methods import get_method_class  # torch-free: methods import it lazily
+        from obliviate.methods import get_method  # torch-free: methods import it lazily
 
         if not self.methods:
             raise ConfigError(f"{at}.methods is empty", "name at least one method, e.g. [npo]")
         for i, m in enumerate(self.methods):
-            get_method_class(m, at=f"{at}.methods[{i}]")
+            get_method(m, at=f"{at}.methods[{i}]")
 
 
 @dataclass

@@ -35,6 +35,7 @@ class Source:
     ) -> None:
         self.location = str(location)
         self.what = what
+        self._hub_cache: dict[tuple[str, str | None], list[tuple[str, Any]] | None] = {}
         p = Path(self.location).expanduser()
         self.local: Path | None = p if p.exists() else None
         if self.local is None and _looks_like_path(self.location):
@@ -85,11 +86,10 @@ class Source:
         return read_rows(f)
 
     def _hub_rows(self, name: str, subset: str | None) -> list[tuple[str, Any]] | None:
-        cache = self.__dict__.setdefault("_hub_cache", {})
         key = (name, subset)
-        if key not in cache:
-            cache[key] = _read_hub(self.location, name, subset)
-        return cache[key]
+        if key not in self._hub_cache:
+            self._hub_cache[key] = _read_hub(self.location, name, subset)
+        return self._hub_cache[key]
 
 
 def _label(name: str, subset: str | None) -> str:

@@ -137,13 +137,17 @@ def entailment(samples: list[Sample], rows: list[dict[str, Any]], text_models: A
             side,
             [samples[i].generation for i in idx],
             [samples[i].record.answer for i in idx],
-            rouge_recalls=[
-                M.rouge_l_recall(samples[i].record.answer, samples[i].generation) for i in idx
-            ],
+            rouge_recalls=[_rouge_recall(samples[i], rows[i]) for i in idx],
         )
         for i, lab in zip(idx, labels, strict=True):
             out[i] = float(lab)
     return out
+
+
+def _rouge_recall(s: Sample, row: dict[str, Any]) -> float:
+    """The row's ROUGE-L recall when ``rouge_l_recall`` ran (the usual case), else computed."""
+    v = row.get("rouge_l_recall")
+    return v if v is not None else M.rouge_l_recall(s.record.answer, s.generation)
 
 
 # ------------------------------------------------------------------------------ paraphrased questions

@@ -124,11 +124,6 @@ def get_method(name: str, at: str = "unlearn.method") -> MethodSpec:
     return _REGISTRY[key]
 
 
-#: The older name of :func:`get_method`; it returns the :class:`MethodSpec`, which builds
-#: instances (``from_params``, ``check_params``, ``summary``) as the class did.
-get_method_class = get_method
-
-
 def build_method(name: str, params: Mapping[str, Any] | None = None) -> UnlearnMethod:
     return get_method(name).from_params(params or {})
 
