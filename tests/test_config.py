@@ -26,6 +26,9 @@ def test_shipped_demo_loads_and_overrides_apply():
         ("model.tiny.num_heads=3", "model.tiny.hidden_size"),
         ("benchmark.qa_per_author=25", "benchmark.qa_per_author"),
         ("eval.write_generations=maybe", "eval.write_generations"),
+        ("unlearn.params.beta=inf", "unlearn.params.beta"),
+        ("unlearn.params.gamma=nan", "unlearn.params.gamma"),
+        ("unlearn.params={beta: 1, beta: 2}", "unlearn.params"),
     ],
 )
 def test_bad_fields_name_the_field(override, field):

@@ -50,7 +50,8 @@ def test_bad_method_or_param_is_a_config_error_before_torch():
         from obliviate.errors import ConfigError
         for bad in (["unlearn.method=nosuch"], ["unlearn.method=npo", "unlearn.params.betaa=1"],
                     ["unlearn.method=npo", "unlearn.params.beta=abc"],
-                    ["unlearn.per_method.rmu.params.alpah=1"], ["demo.methods=[ga, nosuch]"]):
+                    ["unlearn.per_method.rmu.params.alpah=1"], ["demo.methods=[ga, nosuch]"],
+                    ["unlearn.method=npo", "unlearn.params.beta=nan"]):
             try:
                 c.load_config("demo", bad)
             except ConfigError as e:
@@ -64,12 +65,13 @@ def test_bad_method_or_param_is_a_config_error_before_torch():
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 6
     assert "unlearn.method" in lines[0]
     assert "unlearn.params.betaa" in lines[1]
     assert "unlearn.params.beta" in lines[2]
     assert "unlearn.per_method.rmu.params.alpah" in lines[3]
     assert "demo.methods[1]" in lines[4]
+    assert "unlearn.params.beta=nan is out of range" in lines[5]
 
 
 @pytest.mark.parametrize("name", method_names())

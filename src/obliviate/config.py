@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 from obliviate.errors import ConfigError
-from obliviate.strict import _choice, _range, from_dict
+from obliviate.strict import DuplicateKeyError, UniqueKeyLoader, _choice, _range, from_dict
 
 __all__ = [
     "PACKAGE_CONFIGS",
@@ -63,6 +64,9 @@ class BenchmarkConfig:
     retain_eval_size: int | None = None
     """Retain-set questions scored at evaluation (None: all, TOFU's protocol). Sampled
     deterministically from ``seed``; the demo scores 60."""
+    allow_overlap: bool = False
+    """Forget and retain records that overlap (the same question and answer in both) are an
+    error; true turns that into a warning that reports the overlapping count."""
 
     def validate(self, at: str) -> None:
         from obliviate.data.benchmarks import get_benchmark
@@ -109,6 +113,9 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     dtype: str = "auto"
     """``auto`` (fp32 on CPU, bf16 on a GPU that supports it), ``float32``, ``bfloat16``, ``float16``."""
+    allow_pickle: bool = False
+    """Load pickle weights (``pytorch_model.bin``, ``*.pt``) when a model has no safetensors.
+    Off: they are refused, since unpickling a file can run arbitrary code."""
 
     def validate(self, at: str) -> None:
         _choice(f"{at}.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
@@ -129,9 +136,18 @@ class OptimConfig:
     max_steps: int = -1
     max_length: int = 256
     seed: int = 0
+    save_every: int = 0
+    """Save a resumable checkpoint every this many optimiser steps (0: none). ``--resume``
+    continues an interrupted run from the newest one."""
+    abort_grad_norm: float | None = 1e6
+    """Stop the run (exit 3) when a step's gradient norm, before clipping, exceeds this
+    (None: only a non-finite loss or gradient stops it)."""
 
     def validate(self, at: str) -> None:
         _range(f"{at}.epochs", self.epochs, 0.0, 1e6)
+        _range(f"{at}.save_every", self.save_every, 0, 10**9)
+        if self.abort_grad_norm is not None:
+            _range(f"{at}.abort_grad_norm", self.abort_grad_norm, 1e-6, 1e30)
         _range(f"{at}.lr", self.lr, 0.0, 10.0)
         _range(f"{at}.batch_size", self.batch_size, 1, 1_000_000)
         _range(f"{at}.grad_accum", self.grad_accum, 1, 1_000_000)
@@ -291,6 +307,24 @@ class ExperimentConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     def validate(self) -> ExperimentConfig:
+        # A leading ~ is the user's home, as in a shell; only then, so hub ids stay untouched.
+        for dotted in (
+            "run_dir",
+            "cache_dir",
+            "model.path",
+            "model.retain_path",
+            "benchmark.path",
+            "eval.retain_eval",
+            "eval.reference_model",
+            "eval.lm_eval_include_path",
+        ):
+            *parents, name = dotted.split(".")
+            node = self
+            for p in parents:
+                node = getattr(node, p)
+            value = getattr(node, name)
+            if isinstance(value, str) and value.startswith("~"):
+                setattr(node, name, os.path.expanduser(value))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _range("threads", self.threads, 0, 4096)
         for f in dataclasses.fields(self):
@@ -421,12 +455,36 @@ def shipped_configs() -> list[str]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; unreadable files, bytes that are not UTF-8, invalid YAML and
+    a key given twice in one mapping are one-line :class:`ConfigError` s."""
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"config {path} is a directory", "give a YAML file") from None
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read config {path}: {e.strerror or e}", "check the path and its permissions"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path} line {line} is not UTF-8 text", "save the file as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
+    except DuplicateKeyError as e:
+        raise ConfigError(
+            f"{path} line {e.line}: key {e.key!r} is given twice (first on line {e.first_line})",
+            "keep one of them; the later one would silently win",
+        ) from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""
-        raise ConfigError(f"{path}{where} is not valid YAML", "fix the syntax") from None
+        problem = " ".join(str(getattr(e, "problem", None) or "").split())
+        detail = f": {problem}" if problem else ""
+        raise ConfigError(f"{path}{where} is not valid YAML{detail}", "fix the syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -441,7 +499,11 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"override {item!r} is not key=value", "write e.g. unlearn.lr=2e-5")
     key, text = item.split("=", 1)
     try:
-        value = yaml.safe_load(text) if text else ""
+        value = yaml.load(text, Loader=UniqueKeyLoader) if text else ""
+    except DuplicateKeyError as e:
+        raise ConfigError(
+            f"override {item!r} gives the key {e.key!r} twice", "give each key once"
+        ) from None
     except yaml.YAMLError:
         value = text
     return key.strip(), value

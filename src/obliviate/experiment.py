@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from obliviate.cache import Cache
 from obliviate.config import ExperimentConfig
 from obliviate.data.benchmarks import Benchmark, BenchmarkLoader, get_benchmark
+from obliviate.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -38,15 +39,30 @@ class Experiment:
 
     @cached_property
     def benchmark(self) -> Benchmark:
-        """The benchmark, loaded once for the whole command."""
-        return self.loader.load(self.cfg.benchmark)
+        """The benchmark, loaded once for the whole command. Forget records that are also in
+        the retain set are an error unless ``benchmark.allow_overlap`` (then a warning)."""
+        bench = self.loader.load(self.cfg.benchmark)
+        n = bench.overlap_count()
+        if n:
+            what = (
+                f"forget and retain overlap: {n} of {len(bench.forget)} forget records are also"
+                " in the retain set"
+            )
+            if not self.cfg.benchmark.allow_overlap:
+                raise DataError(
+                    what,
+                    "remove them from one split, or set benchmark.allow_overlap=true to run anyway",
+                )
+            log(f"warning: {what} (benchmark.allow_overlap=true)")
+        return bench
 
     @cached_property
     def data_key(self) -> dict[str, Any]:
-        """What the benchmark's records depend on (not which split is forgotten or how much of
-        the retain set is scored): part of every cached model's and evaluation's key."""
+        """What the benchmark's records depend on (not which split is forgotten, how much of
+        the retain set is scored or whether overlap is allowed): part of every cached model's
+        and evaluation's key."""
         key = self.loader.key(self.cfg.benchmark)
-        for k in ("forget_split", "retain_eval_size"):
+        for k in ("forget_split", "retain_eval_size", "allow_overlap"):
             key.pop(k, None)
         return key
 

@@ -17,6 +17,13 @@ variant that only changes defaults (``graddiff`` = ``ga`` with ``retain_loss: nl
 made with :func:`register_alias`, not a subclass. The class's dataclass fields and their defaults
 are the single source of truth for a method's hyper-parameters (the published values).
 
+Ranges. Every numeric hyper-parameter must be finite, and each declares the values its meaning
+allows with :func:`~obliviate.strict.param` (``beta: float = param(0.1, gt=0)``): weights ≥ 0,
+β of a log-sigmoid > 0, layer indices ≥ 0. :meth:`UnlearnMethod.from_params` checks both for every
+method, and a retain term's ``retain_params`` the same way, before the method's own
+:meth:`~UnlearnMethod.validate`. A subclass that redeclares a field to change its default keeps the
+base class's range.
+
 This module and the method modules import torch lazily (:mod:`obliviate.lazy`), so validating a
 config against the registry stays torch-free.
 """
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from obliviate.errors import ConfigError
-from obliviate.strict import from_dict
+from obliviate.strict import check_numbers, from_dict, param
 
 if TYPE_CHECKING:  # annotations only: importing a method must not import torch
     import torch
@@ -141,9 +148,9 @@ class UnlearnMethod:
     #: What :meth:`forget_loss` itself reads (the retain term adds its own needs).
     needs: ClassVar[frozenset[str]] = frozenset({"forget"})
 
-    gamma: float = 1.0
+    gamma: float = param(1.0, ge=0)
     """Weight of the forget loss."""
-    alpha: float = 1.0
+    alpha: float = param(1.0, ge=0)
     """Weight of the retain term (unused when ``retain_loss`` is null)."""
     retain_loss: str | None = None
     """Retain term: ``nll``, ``kl``, ``ap`` or null (none)."""
@@ -178,10 +185,12 @@ class UnlearnMethod:
                 f"write {at}.retain_params.beta instead",
             )
         obj = from_dict(cls, dict(params), at=at)
+        check_numbers(obj, at)  # here, not in validate: an override of validate cannot skip it
         obj.validate(at)
         return obj
 
     def validate(self, at: str) -> None:
+        """Method-specific checks (choices, combinations); ranges are checked before it runs."""
         self._build_retain(at)
 
     def _build_retain(self, at: str):
@@ -203,6 +212,7 @@ class UnlearnMethod:
             term = from_dict(
                 RETAIN_TERMS[self.retain_loss], self.retain_params, f"{at}.retain_params"
             )
+            check_numbers(term, f"{at}.retain_params")
         self.__dict__["_retain_term"] = term
         return term
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import forward, masked_token_mean, shift
+from obliviate.strict import param
 
 F = LazyModule("torch.nn.functional")
 
@@ -26,7 +27,8 @@ F = LazyModule("torch.nn.functional")
 class CEU(UnlearnMethod):
     needs = frozenset({"forget"})
 
-    skip_first: int = 1
+    skip_first: int = param(1, ge=0)
+    """Leading answer tokens of each sequence that are not targets (the paper's 1; 0: none)."""
 
     def forget_loss(self, model, batch, ref):
         sub = batch["forget"]

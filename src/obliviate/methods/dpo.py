@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register, register_alias
 from obliviate.methods.common import log_ratio, masked_token_mean
+from obliviate.strict import param
 
 F = LazyModule("torch.nn.functional")
 
@@ -29,7 +30,8 @@ class DPO(UnlearnMethod):
 
     needs = frozenset({"forget", "forget_idk", "ref"})
 
-    beta: float = 0.1
+    beta: float = param(0.1, gt=0)
+    """Inverse temperature of the log-sigmoid (TOFU's 0.1); > 0, the loss divides by it."""
     retain_loss: str | None = "nll"
 
     def forget_loss(self, model, batch, ref):

@@ -20,6 +20,7 @@ from obliviate.methods.common import (
     shift,
     token_nll,
 )
+from obliviate.strict import param
 
 torch = LazyModule("torch")
 F = LazyModule("torch.nn.functional")
@@ -77,8 +78,8 @@ class RetainAP(RetainTerm):
 
     needs: ClassVar[frozenset[str]] = frozenset({"retain", "retain_idk"})
 
-    beta: float = 0.1
-    """β of the log-sigmoid (the paper's 0.1)."""
+    beta: float = param(0.1, gt=0)
+    """β of the log-sigmoid (the paper's 0.1); > 0, the loss divides by it."""
 
     def __call__(self, model, batch, ref) -> torch.Tensor:
         true, idk = batch["retain"], batch["retain_idk"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from obliviate.errors import ConfigError
 from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
+from obliviate.strict import param
 
 torch = LazyModule("torch")
 
@@ -80,18 +81,18 @@ class RMU(UnlearnMethod):
 
     needs = frozenset({"forget", "retain", "ref"})
 
-    layer: int | None = None
+    layer: int | None = param(None, ge=0)
     """Steered layer ℓ (0-based). None: min(7, num_layers // 2) — 7 as published for 32-layer models."""
-    trainable_layers: list[int] | None = None
+    trainable_layers: list[int] | None = param(None, ge=0)
     """Layers whose ``trainable_module`` trains. None: ℓ−2..ℓ (clipped at 0)."""
     trainable_module: str = "mlp.down_proj"
-    steer_coeff: float | None = None
+    steer_coeff: float | None = param(None, gt=0)
     """Fixed c. None: steer_scale × mean ‖h_ℓ‖ measured in :meth:`prepare`."""
-    steer_scale: float = 4.0
+    steer_scale: float = param(4.0, gt=0)
     """c = steer_scale × mean ‖h_ℓ‖ when ``steer_coeff`` is null."""
-    seed: int = 0
+    seed: int = param(0, ge=0, le=2**64 - 1)
     """Seeds the random direction u."""
-    alpha: float = 100.0
+    alpha: float = param(100.0, ge=0)
     """Weight of the activation retain term (the paper's 100–1200, element-wise MSE scale)."""
 
     def __post_init__(self) -> None:
@@ -105,15 +106,7 @@ class RMU(UnlearnMethod):
                 f"{at}.retain_loss={self.retain_loss!r} is not used by rmu",
                 "RMU has its own activation retain term; leave retain_loss and retain_params unset",
             )
-        super().validate(at)
-        if self.layer is not None and self.layer < 0:
-            raise ConfigError(
-                f"{at}.layer={self.layer} is negative", "give a 0-based layer index or null"
-            )
-        if self.steer_scale <= 0 or (self.steer_coeff is not None and self.steer_coeff <= 0):
-            raise ConfigError(
-                f"{at}.steer_coeff / steer_scale must be positive", "use e.g. steer_scale: 4"
-            )
+        super().validate(at)  # layer ≥ 0, steer_coeff / steer_scale > 0: their declared ranges
 
     def prepare(self, model, ref, sample=None) -> None:
         n_layers = model.config.num_hidden_layers

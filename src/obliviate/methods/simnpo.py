@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import forward, masked_token_mean, token_nll
+from obliviate.strict import param
 
 F = LazyModule("torch.nn.functional")
 
@@ -31,9 +32,11 @@ class SimNPO(UnlearnMethod):
 
     needs = frozenset({"forget"})
 
-    beta: float = 4.5
-    delta: float = 0.0
-    gamma: float = 0.125
+    beta: float = param(4.5, gt=0)
+    """Inverse temperature (the paper's 2.5–4.5); > 0, the loss divides by it."""
+    delta: float = param(0.0, ge=0)
+    """Reward margin δ ≥ 0 (the paper's γ)."""
+    gamma: float = param(0.125, ge=0)
     retain_loss: str | None = "nll"
 
     def forget_loss(self, model, batch, ref):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import forward, masked_token_mean, ref_forward, shift
+from obliviate.strict import param
 
 torch = LazyModule("torch")
 F = LazyModule("torch.nn.functional")
@@ -40,8 +41,9 @@ class UNDIAL(UnlearnMethod):
 
     needs = frozenset({"forget", "ref"})
 
-    beta: float = 10.0
-    """Logit penalty on the true token (the paper's β = 10)."""
+    beta: float = param(10.0, ge=0)
+    """Logit penalty on the true token (the paper's β = 10); ≥ 0 (0: plain self-distillation, a
+    negative one would raise the true token instead)."""
 
     def forget_loss(self, model, batch, ref):
         sub = batch["forget"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from obliviate.lazy import LazyModule
 from obliviate.methods.base import UnlearnMethod, register
 from obliviate.methods.common import forward, masked_token_mean, token_nll
+from obliviate.strict import param
 
 torch = LazyModule("torch")
 
@@ -35,7 +36,9 @@ class WGA(UnlearnMethod):
 
     needs = frozenset({"forget"})
 
-    beta: float = 1.0
+    beta: float = param(1.0, ge=0)
+    """Exponent of p_t (the paper's 1; 0: plain GA). Negative would weight the least likely
+    tokens without bound."""
     retain_loss: str | None = "nll"
 
     def forget_loss(self, model, batch, ref):
@@ -49,10 +52,11 @@ class SatImp(UnlearnMethod):
 
     needs = frozenset({"forget"})
 
-    beta1: float = 5.0
-    beta2: float = 1.0
-    """The paper's 1; the authors' README recommends 0.1."""
-    alpha: float = 0.1
+    beta1: float = param(5.0, ge=0)
+    """Exponent of p_t (the paper's 5); ≥ 0."""
+    beta2: float = param(1.0, ge=0)
+    """Exponent of 1 − p_t: the paper's 1; the authors' README recommends 0.1. ≥ 0."""
+    alpha: float = param(0.1, ge=0)
     """Retain weight: forget : retain = 10 : 1, as in the paper and open-unlearning's config."""
     retain_loss: str | None = "nll"
 

@@ -77,6 +77,14 @@ class Benchmark:
     def splits_with_role(self, role: str) -> list[EvalSplit]:
         return [s for s in self.eval_splits if s.role == role]
 
+    def overlap_count(self) -> int:
+        """How many forget records also appear in the retain set: the same question and the same
+        answer, each compared with surrounding whitespace stripped. Such a record is both
+        forgotten and retained, so the retain model has seen it too and forget quality means
+        little (:attr:`BenchmarkConfig.allow_overlap <obliviate.config.BenchmarkConfig>`)."""
+        retained = {(r.question.strip(), r.answer.strip()) for r in self.retain}
+        return sum((r.question.strip(), r.answer.strip()) in retained for r in self.forget)
+
     def train_records(self, which: str) -> list[QARecord]:
         """``full`` (the target model's data) or ``retain`` (the retain model's), plus extra_train."""
         base = {"full": self.full, "retain": self.retain}[which]
