@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -17,9 +18,17 @@ from transformers import (
 )
 
 from obliviate.errors import ModelError
+from obliviate.models.checks import (
+    check_finite_model,
+    check_model_dir,
+    check_tokenizer_dir,
+    config_error,
+)
 from obliviate.models.tokenizer import ensure_pad_token
 
 CARD_FILE = "obliviate.json"
+# transformers' messages when use_safetensors=True finds no safetensors (local dir / hub repo)
+NO_SAFETENSORS = ("no file named model.safetensors", "cannot be loaded with `safetensors`")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -39,7 +48,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def _check_source(name: str) -> None:
+def _check_source(name: str) -> str:
+    """The path to load from (``~`` expanded) for a local directory, else the hub id as given."""
     p = Path(name).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -52,51 +62,135 @@ def _check_source(name: str) -> None:
                 f"{name} has no config.json",
                 "point at an HF model directory (save_pretrained output)",
             )
-        return
+        return str(p)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(
             f"model directory not found: {name}", "check the path (or give a hub id like org/name)"
         )
+    return name
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    _check_source(name)
+    """``AutoTokenizer.from_pretrained`` with remote code off; it must have an EOS token."""
+    src = _check_source(name)
+    local = Path(src).is_dir()
+    if local:
+        check_tokenizer_dir(src)
     try:
-        tok = AutoTokenizer.from_pretrained(
-            str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
-        )
-    except OSError as e:
+        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False, **_local_kw(local))
+    except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e):
+            raise config_error(name, e) from None
         raise ModelError(
-            f"could not load a tokenizer from {name!r}: {str(e).splitlines()[0]}",
-            "check the path, or the hub id and your network",
+            f"could not load a tokenizer from {name!r}: {_first_line(e)}",
+            "check the path (tokenizer.json / tokenizer_config.json), or the hub id and your network",
         ) from None
+    check_special_tokens(tok, name)
     ensure_pad_token(tok)
     return tok
 
 
+def check_special_tokens(tok: PreTrainedTokenizerBase, name: str) -> None:
+    """Refuse a tokenizer without an EOS token: obliviate appends EOS to every answer."""
+    if tok.eos_token_id is not None:
+        return
+    fix = 'set "eos_token" in tokenizer_config.json (or special_tokens_map.json)'
+    if tok.pad_token_id is None:
+        raise ModelError(f"the tokenizer of {name} has neither an EOS nor a pad token", fix)
+    raise ModelError(
+        f"the tokenizer of {name} has a pad token but no EOS token "
+        "(obliviate appends EOS to every answer)",
+        fix,
+    )
+
+
 def load_model(
-    name: str, dtype: str = "auto", device: str | torch.device = "auto"
+    name: str,
+    dtype: str = "auto",
+    device: str | torch.device = "auto",
+    allow_pickle: bool = False,
 ) -> PreTrainedModel:
-    """``AutoModelForCausalLM.from_pretrained`` on a local directory or hub id, with one-line errors."""
-    _check_source(name)
+    """``AutoModelForCausalLM.from_pretrained`` on a local directory or hub id, with one-line errors.
+
+    Local directories are checked first (:func:`check_model_dir`); pickle weights load only with
+    ``allow_pickle``; remote code never runs; NaN/inf weights are refused.
+    """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    src = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
-    try:
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(dtype, dev))
-    except OSError as e:
-        raise ModelError(
-            f"could not load a model from {name!r}: {str(e).splitlines()[0]}",
-            "check the path, or the hub id and your network (hub ids need network access)",
-        ) from None
-    return model.to(dev)
+    return _load(name, resolve_dtype(dtype, dev), dev, allow_pickle)
 
 
-def load_frozen(name: str, like: PreTrainedModel) -> PreTrainedModel:
+def load_frozen(name: str, like: PreTrainedModel, allow_pickle: bool = False) -> PreTrainedModel:
     """A frozen eval-mode copy loaded from ``name`` with ``like``'s dtype and device (a reference model)."""
-    ref = AutoModelForCausalLM.from_pretrained(name, dtype=like.dtype).to(like.device)
+    ref = _load(name, like.dtype, like.device, allow_pickle)
     ref.eval()
     ref.requires_grad_(False)
     return ref
+
+
+def _load(name: str, dtype: torch.dtype, dev: torch.device, allow_pickle: bool) -> PreTrainedModel:
+    src = _check_source(name)
+    local = Path(src).is_dir()
+    if local:
+        check_model_dir(src, allow_pickle=allow_pickle)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            src,
+            dtype=dtype,
+            use_safetensors=None if allow_pickle else True,  # None: safetensors first, then .bin
+            weights_only=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+            **_local_kw(local),
+        )
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise _load_error(name, e, allow_pickle) from None
+    _refuse_missing(name, model, info.get("missing_keys", ()))
+    model = model.to(dev)
+    check_finite_model(model, name)
+    return model
+
+
+def _local_kw(local: bool) -> dict[str, Any]:
+    return {"local_files_only": True} if local else {}
+
+
+def _load_error(name: str, e: BaseException, allow_pickle: bool) -> ModelError:
+    msg = str(e)
+    if "trust_remote_code" in msg:
+        return config_error(name, e)
+    if "ignore_mismatched_sizes" in msg or "size mismatch" in msg:
+        return ModelError(
+            f"the weights of {name} do not match the shapes its config.json describes",
+            "use the config.json these weights were saved with",
+        )
+    if not allow_pickle and any(m in msg for m in NO_SAFETENSORS):
+        return ModelError(
+            f"{name} has no safetensors weights ({_first_line(e)})",
+            "pickle weights are refused since they can run arbitrary code when loaded; "
+            "set model.allow_pickle=true only if you trust the source",
+        )
+    local = Path(name).expanduser().is_dir()
+    return ModelError(
+        f"could not load a model from {name!r}: {_first_line(e)}",
+        "re-save the model directory with save_pretrained"
+        if local
+        else "check the hub id and your network (hub ids need network access)",
+    )
+
+
+def _refuse_missing(name: str, model: PreTrainedModel, missing: Any) -> None:
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    lost = sorted(k for k in missing if k in params)
+    if lost:
+        raise ModelError(
+            f"{name} is missing {len(lost)} weight(s) that config.json needs, e.g. {lost[0]}",
+            "the checkpoint is incomplete; re-save it with save_pretrained",
+        )
 
 
 def save_model_dir(
