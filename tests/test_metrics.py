@@ -212,3 +212,13 @@ def test_harmonic_mean_bad_inputs_raise() -> None:
     # NaN is reported even when a zero would otherwise short-circuit to 0
     with pytest.raises(ValueError, match="NaN"):
         harmonic_mean([0.0, math.nan])
+
+
+def test_truth_ratio_of_a_collapsed_model_saturates_instead_of_overflowing():
+    """S̄(pert) − S̄(para) = 800 nats: exp(800) overflows a float; R saturates at e^709."""
+    r = truth_ratio(1.0, [801.0, 801.0])
+    assert r == math.exp(709.0) and math.isfinite(r)
+    assert truth_ratio_forget([r]) == pytest.approx(1.0 / math.exp(709.0), rel=1e-9)
+    assert truth_ratio_retain([r]) == 1.0
+    assert truth_ratio(801.0, [1.0]) == 0.0  # the other way it underflows to 0, as before
+    assert truth_ratio_forget([0.0]) == 0.0 and truth_ratio_retain([0.0]) == 0.0

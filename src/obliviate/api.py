@@ -14,6 +14,8 @@ a model held in memory, use :func:`obliviate.eval.evaluate.evaluate_model`.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +28,7 @@ from obliviate.errors import ConfigError
 from obliviate.eval.evaluate import Evaluation, evaluate_model, reference_plan, score_reference  # noqa: F401
 from obliviate.eval.reference import RetainReference, read_reference, reference_from_result
 from obliviate.experiment import Experiment, log, setup_runtime  # noqa: F401
-from obliviate.runs import fresh_dir, guard_evaluation, model_fingerprint, write_config, write_json
+from obliviate.runs import model_fingerprint, staged_run, write_config, write_json
 
 Config = ExperimentConfig | Experiment
 
@@ -47,22 +49,58 @@ def generate(cfg: Config, out: str | Path) -> Path:
         raise ConfigError(
             f"generate writes the synthetic benchmark, not {b.name}", "set benchmark.name=synthetic"
         )
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} is not empty", "give an empty or new directory")
-    write_benchmark(
-        generate_benchmark(b.n_authors, b.qa_per_author, b.n_holdout, b.n_general, b.seed), out
-    )
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} is not an empty directory", "give an empty or new directory")
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write to {out.parent}: {e.strerror or e}", "choose a writable --out"
+        ) from None
+    try:
+        write_benchmark(
+            generate_benchmark(b.n_authors, b.qa_per_author, b.n_holdout, b.n_general, b.seed),
+            tmp,
+        )
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def check_inputs(exp: Experiment, models: list[str | None], finite: str | None = None) -> None:
+    """Everything a command reads, checked before anything is trained or scored: the benchmark
+    (files decode, fields present, forget and retain do not overlap) and each local model dir
+    (weights readable and safetensors, shapes agree with config.json, tokenizer has EOS);
+    ``finite``: a model whose weights must also be finite (the one to be evaluated)."""
+    from obliviate.models.checks import check_model_dir
+    from obliviate.models.io import load_tokenizer
+
+    exp.benchmark  # noqa: B018 - loads and checks the data
+    for path in dict.fromkeys(m for m in models if m):
+        check_model_dir(path, exp.cfg.model.allow_pickle, finite=path == finite)
+        load_tokenizer(path)
 
 
 # ---------------------------------------------------------------- models
 
 
 def finetune(
-    cfg: Config, which: str = "full", out_dir: str | Path | None = None, overwrite: bool = False
+    cfg: Config,
+    which: str = "full",
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
 ) -> str:
-    return stages.finetune(Experiment.of(cfg), which, out_dir, overwrite)
+    """The tiny target (``full``) or retain model, cached; with ``out_dir`` also written to
+    ``<out_dir>/model`` (see :func:`obliviate.stages.finetune`)."""
+    exp = Experiment.of(cfg)
+    stages.require_trainable(exp, "fine-tune")
+    return stages.finetune(exp, which, out_dir, overwrite, resume)
 
 
 def target_model(cfg: Config) -> str:
@@ -77,16 +115,24 @@ def unlearned_model(cfg: Config) -> str:
     return stages.unlearned_model(Experiment.of(cfg))
 
 
-def unlearn(cfg: Config, overwrite: bool = False) -> str:
-    """Unlearn into ``<run_dir>/model`` (plus ``config.yaml``); refuses to overwrite a finished run."""
+def unlearn(cfg: Config, overwrite: bool = False, resume: bool = False) -> str:
+    """Unlearn into ``<run_dir>/model`` (plus ``config.yaml``), all or nothing.
+
+    Refuses a finished run unless ``overwrite`` (which keeps the old model until the new one is
+    complete). ``resume`` continues an interrupted run from its newest checkpoint
+    (``unlearn.save_every``), with the same settings.
+    """
     exp = Experiment.of(cfg)
     stages.require_trainable(exp, "unlearn")
     run = Path(exp.cfg.run_dir)
-    out = fresh_dir(run / "model", overwrite)
-    write_config(exp.cfg, run)
-    stages.unlearn_to(exp, out)
-    log(f"unlearned model written to {out}")
-    return str(out)
+    with staged_run(run, "unlearn", ("model", "config.yaml"), "model", overwrite, resume) as st:
+        check_inputs(exp, [exp.cfg.model.path])
+        source = stages.target_model(exp)
+        st.check_resume_key(stages.unlearn_key(exp, source))
+        write_config(exp.cfg, st.out)
+        stages.unlearn_to(exp, st.out / "model", source, st.work / "checkpoints", st.resumed)
+    log(f"unlearned model written to {run / 'model'}")
+    return str(run / "model")
 
 
 # ---------------------------------------------------------------- evaluation
@@ -136,11 +182,14 @@ def evaluate_results(
 
     def compute() -> SuiteResult:
         tok = load_tokenizer(path)
-        model = load_model(path, exp.cfg.model.dtype, exp.device)
+        pickle = exp.cfg.model.allow_pickle
+        model = load_model(path, exp.cfg.model.dtype, exp.device, allow_pickle=pickle)
         ref_model = ref_tok = None
         if reference_model and e.reference_model:
             ref_tok = load_tokenizer(e.reference_model)
-            ref_model = load_model(e.reference_model, exp.cfg.model.dtype, exp.device)
+            ref_model = load_model(
+                e.reference_model, exp.cfg.model.dtype, exp.device, allow_pickle=pickle
+            )
         t0 = time.perf_counter()
         res = evaluate_splits(
             model,
@@ -193,23 +242,38 @@ def evaluate(
     reference: Any = None,
     overwrite: bool = False,
     is_reference: bool = False,
+    record_config: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate one model with the selected metrics; writes ``eval/<split>.json`` and ``summary.json``.
+    """Evaluate one model with the selected metrics; writes ``eval/<split>.json``,
+    ``summary.json`` and (``record_config``) ``config.yaml`` under ``out_dir``, all or nothing.
 
     Forget quality and PrivLeak compare against ``reference`` (a :class:`RetainReference`, or
     bare forget-set truth ratios), else ``eval.retain_eval``, else the retain model scored now.
-    ``is_reference``: this model *is* the retain model (forget quality 1, PrivLeak 0).
+    ``is_reference``: this model *is* the retain model (forget quality 1, PrivLeak 0). Every
+    input is checked before anything is scored; a model with non-finite weights is refused.
     """
-    from obliviate.eval.summary import summarize
-    from obliviate.models.io import load_tokenizer
-
     exp = Experiment.of(cfg)
-    e = exp.cfg.eval
-    path = model_path or stages.target_model(exp)
     run = Path(out_dir or exp.cfg.run_dir)
-    guard_evaluation(run, overwrite)
-    load_tokenizer(path)  # fails fast on a bad model path, before any heavy work
-    exp.benchmark  # noqa: B018 - and on bad data
+    owns = ("eval", "summary.json") + (("config.yaml",) if record_config else ())
+    with staged_run(run, "eval", owns, "summary.json", overwrite) as st:
+        c = exp.cfg
+        refs = [c.model.retain_path, c.eval.reference_model]
+        check_inputs(exp, [model_path or c.model.path, *refs], finite=model_path or c.model.path)
+        path = model_path or stages.target_model(exp)
+        summary, result = _evaluate(exp, path, reference, is_reference)
+        _write_results(st.out, result, c.eval.write_generations)
+        write_json(st.out / "summary.json", summary)
+        if record_config:
+            write_config(c, st.out)
+    return summary
+
+
+def _evaluate(
+    exp: Experiment, path: str, reference: Any, is_reference: bool
+) -> tuple[dict[str, Any], Any]:
+    from obliviate.eval.summary import summarize
+
+    e = exp.cfg.eval
     if is_reference:
         ref = RetainReference(None, {}, "itself (this is the retain model)")
     elif isinstance(reference, RetainReference):
@@ -245,14 +309,10 @@ def evaluate(
     summary["benchmark"] = exp.cfg.benchmark.name
     summary["forget_quality_reference"] = ref.source
     summary["privleak_reference_source"] = ref.source
-    _write_results(run, result, e.write_generations)
-    write_json(run / "summary.json", summary)
-    return summary
+    return summary, result
 
 
 def _write_results(run: Path, result: Any, generations: bool) -> None:
-    for old in (run / "eval").glob("*.json") if (run / "eval").is_dir() else []:
-        old.unlink()
     drop = () if generations else ("generation", "paraphrased_generation")
     for r in result.splits:
         write_json(

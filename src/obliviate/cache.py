@@ -1,7 +1,10 @@
 """Content-hash cache for generated data and trained models.
 
-An entry is a directory ``<root>/<kind>/<hash>``; it is built in a temporary sibling and renamed
-into place when complete, so an interrupted build never poses as a result.
+An entry is a directory ``<root>/<kind>/<hash>``; it is built in a temporary sibling
+(``<hash>.tmp<pid>``) and renamed into place when complete, so an interrupted build never poses as
+a result. A later build removes the temporary folders of dead processes; one that holds a complete
+training checkpoint is kept for ``--resume`` (which adopts it) until a build of the same entry
+starts without ``--resume``.
 """
 
 from __future__ import annotations
@@ -35,15 +38,22 @@ class Cache:
     def path(self, kind: str, key: Any) -> Path:
         return self.root / kind / content_hash(key)
 
-    def get_or_build(self, kind: str, key: Any, build: Callable[[Path], None]) -> tuple[Path, bool]:
-        """Return ``(dir, hit)``. On a miss, ``build(tmp_dir)`` fills a temp dir that is then renamed."""
+    def get_or_build(
+        self, kind: str, key: Any, build: Callable[[Path], None], resume: bool = False
+    ) -> tuple[Path, bool]:
+        """Return ``(dir, hit)``. On a miss, ``build(tmp_dir)`` fills a temp dir that is then
+        renamed. ``resume``: a dead process's temp dir for this entry is handed to ``build``
+        (its checkpoints let the build continue) instead of being removed."""
         final = self.path(kind, key)
         if (final / ".complete").is_file():
             return final, True
         tmp = final.with_name(final.name + f".tmp{os.getpid()}")
         if tmp.exists():
             shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        adopted = self._clear_dead(final, resume)
+        if adopted is not None:
+            os.replace(adopted, tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
         try:
             build(tmp)
             (tmp / ".key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
@@ -51,7 +61,36 @@ class Cache:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-        finally:
-            if tmp.exists():
+        except BaseException:
+            if not any(tmp.glob("*/checkpoint-*/COMPLETE")):  # else kept for --resume
                 shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return final, False
+
+    def _clear_dead(self, final: Path, resume: bool) -> Path | None:
+        """Remove dead processes' temp dirs of ``final``'s kind (those of other entries only when
+        they hold no checkpoint); with ``resume``, return one of ``final``'s to adopt."""
+        adopt = None
+        for d in sorted(final.parent.glob("*.tmp*")):
+            pid = d.name.rsplit(".tmp", 1)[-1]
+            if not pid.isdigit() or pid_alive(int(pid)):
+                continue
+            resumable = any(d.glob("*/checkpoint-*/COMPLETE"))
+            if d.name.startswith(final.name + ".tmp") and resume and resumable and adopt is None:
+                adopt = d
+            elif not resumable or d.name.startswith(final.name + ".tmp"):
+                shutil.rmtree(d, ignore_errors=True)
+        return adopt
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

@@ -12,10 +12,11 @@ With no config file the shipped ``demo`` config is the base.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from obliviate.errors import ObliviateError
+from obliviate.errors import ConfigError, ObliviateError
 
 COMMANDS = {
     "demo": "generate the benchmark, train target + retain models, unlearn, evaluate, print a table",
@@ -30,19 +31,37 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one ``error:`` line (exit 2), like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(message, f"see `{self.prog} --help`")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("obliviate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="obliviate",
         description="Machine unlearning for LLMs.",
         epilog="commands:\n" + "\n".join(f"  {k:10s} {v}" for k, v in COMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    p.add_argument("--version", action="version", version=f"obliviate {version()}")
     return p
 
 
 def _command_parser(name: str) -> argparse.ArgumentParser:
-    sp = argparse.ArgumentParser(prog=f"obliviate {name}", description=COMMANDS[name])
+    sp = _Parser(prog=f"obliviate {name}", description=COMMANDS[name])
     if name in ("methods", "metrics", "benchmarks", "configs"):
         return sp
     sp.add_argument(
@@ -54,6 +73,12 @@ def _command_parser(name: str) -> argparse.ArgumentParser:
     if name in ("finetune", "unlearn", "eval"):
         sp.add_argument(
             "--overwrite", action="store_true", help="replace results already in run_dir"
+        )
+    if name in ("finetune", "unlearn"):
+        sp.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue an interrupted run from its newest checkpoint (see *.save_every)",
         )
     if name == "finetune":
         sp.add_argument(
@@ -79,7 +104,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         if not argv or argv[0] in ("-h", "--help"):
             top.print_help()
             raise SystemExit(0 if argv else 2)
-        top.error(f"unknown command {argv[0]!r}")
+        if argv[0] == "--version":
+            top.parse_args(argv[:1])
+        raise ConfigError(f"unknown command {argv[0]!r}", f"choose one of {', '.join(COMMANDS)}")
     args = _command_parser(argv[0]).parse_intermixed_args(argv[1:])
     args.command = argv[0]
     return args
@@ -133,30 +160,42 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "generate":
         print(api.generate(cfg, args.out))
     elif args.command == "finetune":
-        print(api.finetune(cfg, args.split, out_dir=cfg.run_dir, overwrite=args.overwrite))
+        path = api.finetune(cfg, args.split, cfg.run_dir, args.overwrite, args.resume)
+        print(path)
     elif args.command == "unlearn":
-        print(api.unlearn(cfg, overwrite=args.overwrite))
+        print(api.unlearn(cfg, overwrite=args.overwrite, resume=args.resume))
     elif args.command == "eval":
         summary = api.evaluate(
             cfg, args.model or cfg.model.path, cfg.run_dir, overwrite=args.overwrite
         )
-        api.write_config(cfg, Path(cfg.run_dir))  # the run dir records what produced it
         from obliviate.demo import COLUMNS, MUSE_COLUMNS, format_table
 
         columns = MUSE_COLUMNS if cfg.benchmark.name == "muse" else COLUMNS
         print(format_table([{**summary, "model": Path(summary["model"]).name}], columns))
+        if summary.get("forget_quality") is None and columns is COLUMNS:
+            api.log(f"forget quality is unavailable: {summary['forget_quality_reference']}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; exit 0, 2 (bad input), 3 (the run diverged), 130 (interrupted) or 141
+    (stdout closed early, as by ``| head``: quietly)."""
     try:
         code = run(argv)
+        sys.stdout.flush()
     except ObliviateError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)
-        code = 2
+        code = e.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(
+            "interrupted (unlearn / finetune: --resume continues from the last checkpoint)",
+            file=sys.stderr,
+        )
         code = 130
+    except BrokenPipeError:
+        # the reader went away: no traceback, and no second error when Python flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
     sys.exit(code)
 
 

@@ -6,6 +6,7 @@ Data and models are cached by content hash, so a second run only re-evaluates.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from obliviate.config import ExperimentConfig, apply_method_block, from_dict
 from obliviate.errors import ConfigError
 from obliviate.experiment import Experiment
 from obliviate.methods import get_method
+from obliviate.runs import staged_run
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -73,10 +75,35 @@ def method_config(cfg: ExperimentConfig, method: str) -> ExperimentConfig:
 
 
 def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """Run the demo into ``run_dir``: its outputs replace the previous demo's there all at once,
+    when every model is trained and scored (a killed demo leaves the previous results whole)."""
     t0 = time.perf_counter()
     exp = Experiment(cfg)  # the benchmark is loaded once for every stage below
-    run = Path(cfg.run_dir)
-    api.write_config(cfg, run)
+    run = Path(cfg.run_dir).expanduser()
+    names = ["retain", "target", *cfg.demo.methods]
+    owns = ["config.yaml", "summary.json", "table.txt", *names, *_previous_rows(run)]
+    with staged_run(run, "demo", owns, "summary.json", overwrite=True) as st:
+        exp.benchmark  # noqa: B018 - the data is checked before any training
+        rows = _run(exp, st.out, t0)
+    api.log(
+        f"done in {time.perf_counter() - t0:.0f}s; results in {run}/ (per-sample JSON under <model>/eval/)"
+    )
+    print((run / "table.txt").read_text(), end="")
+    return rows
+
+
+def _previous_rows(run: Path) -> list[str]:
+    """The model folders a previous demo in ``run`` wrote (they are replaced, not mixed in)."""
+    try:
+        rows = json.loads((run / "summary.json").read_text()).get("rows", [])
+        return [str(r["model"]) for r in rows if "/" not in str(r.get("model", "/"))]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return []
+
+
+def _run(exp: Experiment, out: Path, t0: float) -> list[dict[str, Any]]:
+    cfg = exp.cfg
+    api.write_config(cfg, out)
     steps = 2 + 2 * len(cfg.demo.methods) + 2
     step = iter(range(1, steps + 1))
 
@@ -97,23 +124,18 @@ def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
         summary = api.evaluate(
             exp,
             path,
-            run / name,
+            out / name,
             reference=reference,
-            overwrite=True,
             is_reference=(name == "retain"),
+            record_config=False,
         )
         if name == "retain":
-            reference = api.read_reference(run / "retain", exp.benchmark)
+            reference = api.read_reference(out / "retain", exp.benchmark)
         rows.append({**summary, "model": name, "model_path": path})
-    table = format_table(rows)
     api.write_json(
-        run / "summary.json", {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+        out / "summary.json", {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     )
-    (run / "table.txt").write_text(table + "\n")
-    print(table)
-    api.log(
-        f"done in {time.perf_counter() - t0:.0f}s; results in {run}/ (per-sample JSON under <model>/eval/)"
-    )
+    (out / "table.txt").write_text(format_table(rows) + "\n")
     return rows
 
 

@@ -1,7 +1,8 @@
 """One exception family for every mistake a user can fix.
 
-The CLI catches :class:`ObliviateError`, prints ``error: <what> (<fix>)`` on one line and exits 2.
-Anything else is a bug in obliviate and keeps its traceback.
+The CLI catches :class:`ObliviateError`, prints ``error: <what> (<fix>)`` on one line and exits with
+the error's ``exit_code``: 2 for bad input, 3 for a run that diverged. Anything else is a bug in
+obliviate and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 class ObliviateError(Exception):
     """A user-fixable problem: bad config, malformed data, missing path, impossible setting."""
+
+    exit_code = 2
 
     def __init__(self, what: str, fix: str | None = None) -> None:
         self.what = what
@@ -29,3 +32,12 @@ class DataError(ObliviateError):
 
 class ModelError(ObliviateError):
     """A model or tokenizer cannot be loaded or saved."""
+
+
+class DivergenceError(ObliviateError):
+    """Training produced a non-finite loss, gradient or weight, or a gradient norm above the bound.
+
+    Not bad input but a failed run: the CLI exits 3, and no model directory is written.
+    """
+
+    exit_code = 3

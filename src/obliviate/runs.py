@@ -1,4 +1,4 @@
-"""Run-directory I/O: atomic writes, the guard against overwriting a finished run, fingerprints."""
+"""Run-directory I/O: staged (all-or-nothing) command outputs, atomic writes, fingerprints."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate.cache import pid_alive
 from obliviate.config import ExperimentConfig, dump_yaml
-from obliviate.errors import ObliviateError
+from obliviate.errors import ConfigError
+from obliviate.experiment import log
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -37,23 +42,150 @@ def write_config(cfg: ExperimentConfig, run: Path) -> None:
     os.replace(tmp, run / "config.yaml")
 
 
-def fresh_dir(path: Path, overwrite: bool = False) -> Path:
-    """``path`` ready to be written: refused if it holds results, unless ``overwrite``."""
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ObliviateError(
-                f"{path} already holds results", "choose another run_dir or pass --overwrite"
+@dataclass
+class Stage:
+    """A command's outputs under construction: ``out`` holds what is swapped into the run dir on
+    success, ``work`` what is not (checkpoints, the resume key)."""
+
+    run: Path
+    path: Path
+    resumed: bool
+
+    @property
+    def out(self) -> Path:
+        return self.path / "out"
+
+    @property
+    def work(self) -> Path:
+        return self.path / "work"
+
+    def check_resume_key(self, key: Any) -> None:
+        """Record what this run's result depends on; a resumed run must have the same."""
+        f = self.work / "key.json"
+        text = json.dumps(key, sort_keys=True, default=str)
+        if self.resumed and f.is_file() and f.read_text() != text:
+            raise ConfigError(
+                f"--resume: the settings differ from those of the interrupted run in {self.run}",
+                "resume with the same config, or drop --resume to start afresh",
             )
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+        f.write_text(text)
 
 
-def guard_evaluation(run: Path, overwrite: bool) -> None:
-    if (run / "summary.json").exists() and not overwrite:
-        raise ObliviateError(
-            f"{run} already holds an evaluation", "choose another run_dir or pass --overwrite"
+@contextmanager
+def staged_run(
+    run: str | Path,
+    command: str,
+    owns: Iterable[str],
+    finished: str,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> Iterator[Stage]:
+    """Build a command's outputs in ``<run>/.partial-<command>`` and swap them in on success.
+
+    ``finished`` (an entry such as ``model`` or ``summary.json``) marks a finished run: one is
+    refused unless ``overwrite``, and the old result stays in place until the new one is complete.
+    The swap replaces every entry in ``owns`` (plus whatever the stage wrote), so stale files never
+    survive; ``finished`` leaves first and arrives last, so a run dir without it is never taken
+    for a finished one. On failure the stage is removed, unless it holds a complete checkpoint
+    (``--resume`` continues from it; a start without ``--resume`` removes it). The run dir's
+    writability is checked here, before any heavy work.
+    """
+    run = Path(run).expanduser()
+    created = _make_run_dir(run)
+    _clear_trash(run)
+    if (run / finished).exists() and not overwrite:
+        raise ConfigError(
+            f"{run} already holds results", "choose another run_dir or pass --overwrite"
         )
+    stage = Stage(run, run / f".partial-{command}", resumed=False)
+    _claim(stage, command, resume)
+    try:
+        yield stage
+    except BaseException:
+        if not _has_checkpoint(stage.work):
+            shutil.rmtree(stage.path, ignore_errors=True)
+            if created and not any(run.iterdir()):
+                run.rmdir()
+        else:
+            (stage.path / "pid").unlink(missing_ok=True)
+            log(f"the partial run is kept in {stage.path}; --resume continues it")
+        raise
+    _commit(stage, set(owns), finished)
+
+
+def _make_run_dir(run: Path) -> bool:
+    """Create ``run`` if needed (True when created here); one line when that is impossible."""
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"run_dir {run} is a file", "choose a directory path for run_dir")
+    created = not run.exists()
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"run_dir {run} cannot be created: {e.strerror or e}", "choose a writable run_dir"
+        ) from None
+    return created
+
+
+def _claim(stage: Stage, command: str, resume: bool) -> None:
+    """Take the stage: refuse one a live process holds; keep (``resume``) or clear a dead one's."""
+    pid_file = stage.path / "pid"
+    if stage.path.exists():
+        pid = _read_pid(pid_file)
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
+            raise ConfigError(
+                f"another obliviate process (pid {pid}) is writing {stage.run}",
+                "wait for it to finish or choose another run_dir",
+            )
+        if resume and _has_checkpoint(stage.work):
+            stage.resumed = True
+            log(f"resuming the interrupted {command} in {stage.run}")
+        else:
+            log(f"removing the partial outputs of an interrupted {command} in {stage.run}")
+            shutil.rmtree(stage.path)
+    elif resume:
+        log(f"nothing to resume in {stage.run}: starting afresh")
+    try:
+        stage.out.mkdir(parents=True, exist_ok=True)
+        stage.work.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+    except OSError as e:
+        shutil.rmtree(stage.path, ignore_errors=True)
+        raise ConfigError(
+            f"run_dir {stage.run} is not writable: {e.strerror or e}", "choose a writable run_dir"
+        ) from None
+
+
+def _commit(stage: Stage, owns: set[str], finished: str) -> None:
+    new = sorted(p.name for p in stage.out.iterdir())
+    replaced = (owns | set(new)) - {finished}
+    trash = stage.run / f".trash-{os.getpid()}"
+    trash.mkdir(exist_ok=True)
+    for name in [finished, *sorted(replaced)]:
+        if (stage.run / name).exists() or (stage.run / name).is_symlink():
+            os.replace(stage.run / name, trash / name)
+    for name in [n for n in new if n != finished] + [n for n in new if n == finished]:
+        os.replace(stage.out / name, stage.run / name)
+    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(stage.path, ignore_errors=True)
+
+
+def _clear_trash(run: Path) -> None:
+    for t in run.glob(".trash-*"):
+        pid = t.name.rsplit("-", 1)[-1]
+        if not (pid.isdigit() and pid_alive(int(pid))):
+            shutil.rmtree(t, ignore_errors=True)
+
+
+def _has_checkpoint(work: Path) -> bool:
+    return any(work.glob("checkpoints/checkpoint-*/COMPLETE"))
+
+
+def _read_pid(f: Path) -> int | None:
+    try:
+        return int(f.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def model_fingerprint(path: str) -> str | None:

@@ -13,7 +13,15 @@ from typing import Any
 
 from obliviate.errors import ConfigError
 from obliviate.experiment import Experiment, log
-from obliviate.runs import fresh_dir
+from obliviate.runs import staged_run, write_config
+
+#: Settings that change how a run is carried out but not its result: not part of cache keys.
+RUN_ONLY = ("save_every", "abort_grad_norm")
+
+
+def result_settings(section: Any) -> dict[str, Any]:
+    """A training section's settings that its result depends on (its cache key part)."""
+    return {k: v for k, v in asdict(section).items() if k not in RUN_ONLY}
 
 
 def require_trainable(exp: Experiment, what: str) -> None:
@@ -75,18 +83,34 @@ def _record_texts(r) -> list[str]:
 
 def _finetune_key(exp: Experiment, which: str) -> dict[str, Any]:
     split = "full" if which == "full" else f"retain-of-{exp.cfg.benchmark.forget_split}"
-    return {"init": _init_key(exp), "finetune": asdict(exp.cfg.finetune), "split": split}
+    return {"init": _init_key(exp), "finetune": result_settings(exp.cfg.finetune), "split": split}
 
 
 def finetune(
-    exp: Experiment, which: str = "full", out_dir: str | Path | None = None, overwrite: bool = False
+    exp: Experiment,
+    which: str = "full",
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
 ) -> str:
     """Fine-tune the tiny model on ``full`` (the target) or ``retain`` (the retain model).
 
-    Cached by content hash; with ``out_dir`` the model is also copied to ``<out_dir>/model``.
+    Cached by content hash; with ``out_dir`` the model and the config are also written to
+    ``<out_dir>/model`` and ``<out_dir>/config.yaml`` (all or nothing). ``resume`` continues an
+    interrupted fine-tuning from its newest checkpoint (``finetune.save_every``).
     """
     if which not in ("full", "retain"):
         raise ConfigError(f"finetune split {which!r} is unknown", "use full or retain")
+    if out_dir is None:
+        return _finetune_cached(exp, which, resume)
+    with staged_run(out_dir, "finetune", ("model", "config.yaml"), "model", overwrite) as st:
+        model_dir = _finetune_cached(exp, which, resume)
+        shutil.copytree(model_dir, st.out / "model")
+        write_config(exp.cfg, st.out)
+    return str(Path(out_dir).expanduser() / "model")
+
+
+def _finetune_cached(exp: Experiment, which: str, resume: bool = False) -> str:
     require_trainable(exp, "fine-tune")
     init = tiny_init_model(exp)
     cfg, bench = exp.cfg, exp.benchmark
@@ -102,7 +126,16 @@ def finetune(
         )
         tok = load_tokenizer(init)
         model = load_model(init, cfg.model.dtype, exp.device)
-        info = run_finetune(model, tok, records, cfg.finetune, tmp / "trainer", exp.device)
+        info = run_finetune(
+            model,
+            tok,
+            records,
+            cfg.finetune,
+            tmp / "trainer",
+            exp.device,
+            resume=resume,
+            what=f"fine-tuning the {label} model",
+        )
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         card = {
             "stage": "finetune",
@@ -111,66 +144,99 @@ def finetune(
             "benchmark": exp.data_key,
             **info,
         }
+        if which == "full":
+            card[TINY_TARGET] = tiny_target_id(exp)
         save_model_dir(model, tok, tmp / "model", card)
 
-    path, hit = exp.cache.get_or_build("finetune", _finetune_key(exp, which), build)
+    path, hit = exp.cache.get_or_build("finetune", _finetune_key(exp, which), build, resume)
     if hit:
         log(f"reusing cached {label} model ({path.name})")
-    model_dir = path / "model"
-    if out_dir is not None:
-        out = fresh_dir(Path(out_dir) / "model", overwrite)
-        shutil.copytree(model_dir, out)
-        return str(out)
-    return str(model_dir)
+    return str(path / "model")
 
 
 def target_model(exp: Experiment) -> str:
     """``model.path``, else the tiny target fine-tuned on the full set."""
-    return exp.cfg.model.path or finetune(exp, "full")
+    return exp.cfg.model.path or _finetune_cached(exp, "full")
+
+
+TINY_TARGET = "tiny_target"
+"""Model-card key naming the tiny target a model is (or descends from, by unlearning)."""
+
+
+def tiny_target_id(exp: Experiment) -> str:
+    """The content hash of this experiment's tiny target model."""
+    from obliviate.cache import content_hash
+
+    return content_hash(_finetune_key(exp, "full"))
 
 
 def retain_model(exp: Experiment) -> str | None:
-    """``model.retain_path``, else (tiny model, synthetic benchmark) the tiny retain model."""
+    """``model.retain_path``, else (synthetic benchmark) the tiny retain model when the target is
+    the tiny target or ``model.path`` descends from it (its model card says so)."""
+    from obliviate.models.io import read_card
+
     cfg = exp.cfg
     if cfg.model.retain_path:
         return cfg.model.retain_path
-    if cfg.model.path is None and cfg.benchmark.name == "synthetic":
-        return finetune(exp, "retain")
+    if cfg.benchmark.name != "synthetic":
+        return None
+    if cfg.model.path is None or read_card(cfg.model.path).get(TINY_TARGET) == tiny_target_id(exp):
+        return _finetune_cached(exp, "retain")
     return None
 
 
-def _unlearn_key(exp: Experiment, source: str) -> dict[str, Any]:
+def unlearn_key(exp: Experiment, source: str) -> dict[str, Any]:
+    """What an unlearned model depends on: its source, the data, the forget split, the method."""
     cfg = exp.cfg
     src_key: Any = source if cfg.model.path else _finetune_key(exp, "full")
     return {
         "source": src_key,
         "data": exp.data_key,
         "forget": cfg.benchmark.forget_split,
-        "unlearn": asdict(cfg.unlearn),
+        "unlearn": result_settings(cfg.unlearn),
     }
 
 
-def unlearn_to(exp: Experiment, out: Path, source: str | None = None) -> dict[str, Any]:
-    """Run ``cfg.unlearn`` on the target model and save the result as an HF model dir at ``out``."""
-    from obliviate.models.io import load_model, load_tokenizer, save_model_dir
+def unlearn_to(
+    exp: Experiment,
+    out: Path,
+    source: str | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run ``cfg.unlearn`` on the target model and save the result as an HF model dir at ``out``.
+
+    ``checkpoints``: the trainer's folder (default: a sibling of ``out``), removed after success;
+    ``resume`` continues from the newest complete checkpoint there."""
+    from obliviate.models.io import load_model, load_tokenizer, read_card, save_model_dir
     from obliviate.training.trainer import run_unlearning
 
     require_trainable(exp, "unlearn")
     cfg, bench = exp.cfg, exp.benchmark
     source = source or target_model(exp)
     tok = load_tokenizer(source)
-    model = load_model(source, cfg.model.dtype, exp.device)
+    model = load_model(source, cfg.model.dtype, exp.device, allow_pickle=cfg.model.allow_pickle)
     log(
         f"unlearning with {cfg.unlearn.method} on {cfg.benchmark.forget_split} ({len(bench.forget)} QA), "
         f"lr {cfg.unlearn.lr:g}, {cfg.unlearn.epochs:g} epochs"
     )
-    work = out.parent / (out.name + ".trainer")
+    work = checkpoints or out.parent / (out.name + ".trainer")
     info = run_unlearning(
-        model, tok, source, bench.forget, bench.retain, cfg.unlearn, work, exp.device
+        model,
+        tok,
+        source,
+        bench.forget,
+        bench.retain,
+        cfg.unlearn,
+        work,
+        exp.device,
+        resume=resume,
+        allow_pickle=cfg.model.allow_pickle,
     )
     shutil.rmtree(work, ignore_errors=True)
     card = {
         "stage": "unlearn",
+        TINY_TARGET: read_card(source).get(TINY_TARGET),
         "source_model": source,
         "forget_split": cfg.benchmark.forget_split,
         "benchmark": cfg.benchmark.name,
@@ -185,9 +251,9 @@ def unlearned_model(exp: Experiment) -> str:
     source = target_model(exp)
 
     def build(tmp: Path) -> None:
-        unlearn_to(exp, tmp / "model", source)
+        unlearn_to(exp, tmp / "model", source, checkpoints=tmp / "trainer")
 
-    path, hit = exp.cache.get_or_build("unlearn", _unlearn_key(exp, source), build)
+    path, hit = exp.cache.get_or_build("unlearn", unlearn_key(exp, source), build)
     if hit:
         log(f"reusing cached {exp.cfg.unlearn.method} model ({path.name})")
     return str(path / "model")

@@ -86,11 +86,18 @@ class UnlearnDataset(Dataset):
         return len(self.forget)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {
-            "forget": self.forget[i],
-            "retain": self.rng.choice(self.retain) if self.retain else None,
-            "idk": self.rng.choice(self.idk) if self.idk else None,
-        }
+        retain, idk = self._draw()
+        return {"forget": self.forget[i], "retain": retain, "idk": idk}
+
+    def _draw(self) -> tuple[QARecord | None, str | None]:
+        retain = self.rng.choice(self.retain) if self.retain else None
+        idk = self.rng.choice(self.idk) if self.idk else None
+        return retain, idk
+
+    def advance(self, n: int) -> None:
+        """Skip the draws of ``n`` accesses (a resumed run catching up with the interrupted one)."""
+        for _ in range(n):
+            self._draw()
 
 
 class UnlearnCollator:

@@ -89,17 +89,25 @@ def normalized_probability(answer_mean_nll: float, perturbed_mean_nlls: Sequence
     return math.exp(-a - _logsumexp(log_terms))
 
 
+MAX_LOG_RATIO = 709.0
+"""log R is computed first and R = exp(log R) saturates at e^709 ≈ 8e307 (the largest power of e
+a float holds), so that a collapsed model whose S̄ values differ by hundreds of nats still scores:
+its ratios sit at the saturation point instead of overflowing."""
+
+
 def truth_ratio(para_mean_nll: float, perturbed_mean_nlls: Sequence[float]) -> float:
     """R = exp(mean_j S̄(pert_j) − S̄(para)).
 
     Equivalently P(para) / geo-mean_j P(pert_j), with P the per-token probability exp(−S̄).
     R > 1 means the model prefers the paraphrased correct answer over the perturbed ones.
+    Computed in log space; R saturates at e^709 (:data:`MAX_LOG_RATIO`) instead of overflowing.
     """
     pert = _as_1d_float(perturbed_mean_nlls, "truth_ratio perturbed_mean_nlls")
     para = float(para_mean_nll)
     if math.isnan(para):
         raise ValueError("truth_ratio: para_mean_nll is NaN")
-    return math.exp(float(pert.mean()) - para)
+    return math.exp(min(float(pert.mean()) - para, MAX_LOG_RATIO))
+
 
 
 def _ratios(ratios: Sequence[float] | np.ndarray, name: str) -> np.ndarray:

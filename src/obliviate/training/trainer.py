@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.config import UnlearnConfig
 from obliviate.data.collate import UnlearnCollator, UnlearnDataset
@@ -19,9 +19,10 @@ from obliviate.data.schema import QARecord
 from obliviate.methods import UnlearnMethod, build_method
 from obliviate.models.io import load_frozen
 from obliviate.training.args import training_arguments
+from obliviate.training.guard import GuardedTrainer, items_consumed, resume_step, train
 
 
-class UnlearnTrainer(Trainer):
+class UnlearnTrainer(GuardedTrainer):
     def __init__(
         self,
         *args: Any,
@@ -32,13 +33,9 @@ class UnlearnTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.method = method
         self.ref_model = ref_model
-        self.non_finite_steps = 0
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
-        loss = self.method.loss(model, inputs, self.ref_model)
-        if not torch.isfinite(loss):
-            self.non_finite_steps += 1
-        return (loss, None) if return_outputs else loss
+    def step_loss(self, model, inputs, num_items_in_batch=None):  # noqa: D102
+        return self.method.loss(model, inputs, self.ref_model)
 
 
 def run_unlearning(
@@ -50,8 +47,14 @@ def run_unlearning(
     cfg: UnlearnConfig,
     work_dir: str | Path,
     device: torch.device,
+    resume: bool = False,
+    allow_pickle: bool = False,
 ) -> dict[str, Any]:
-    """Unlearn in place on ``model``; returns a small log (steps, seconds, final loss)."""
+    """Unlearn in place on ``model``; returns a small log (steps, seconds, final loss).
+
+    Checkpoints (``cfg.save_every``) go under ``work_dir``; ``resume`` continues from the newest
+    complete one there, with the same data order and retain pairing as an uninterrupted run.
+    """
     method = build_method(cfg.method, cfg.params)
     req = method.requirements()
     refusals: list[str] = []
@@ -59,7 +62,7 @@ def run_unlearning(
         from obliviate.data.refusals import load_refusals
 
         refusals = load_refusals()
-    ref = load_frozen(model_source, like=model) if "ref" in req else None
+    ref = load_frozen(model_source, like=model, allow_pickle=allow_pickle) if "ref" in req else None
     dataset = UnlearnDataset(
         forget, retain if ({"retain", "retain_idk"} & req) else [], refusals, seed=cfg.seed
     )
@@ -69,6 +72,9 @@ def run_unlearning(
         collator([dataset[i] for i in range(min(len(dataset), cfg.batch_size))]), model.device
     )
     method.prepare(model, ref, sample)
+    done = resume_step(Path(work_dir), resume)
+    # the retain / refusal draws an uninterrupted run made for the items already trained on
+    dataset.advance(items_consumed(done, len(dataset), cfg.batch_size, cfg.grad_accum))
     trainer = UnlearnTrainer(
         model=model,
         args=args,
@@ -76,8 +82,11 @@ def run_unlearning(
         data_collator=collator,
         method=method,
         ref_model=ref,
+        what=f"unlearning ({cfg.method})",
+        section="unlearn",
+        abort_grad_norm=cfg.abort_grad_norm,
     )
-    out = trainer.train()
+    out = train(trainer, resume)
     model.eval()
     return {
         "method": cfg.method,
@@ -87,7 +96,7 @@ def run_unlearning(
         "steps": out.global_step,
         "train_seconds": out.metrics.get("train_runtime"),
         "train_loss": out.training_loss,
-        "non_finite_steps": trainer.non_finite_steps,
+        "max_grad_norm": trainer.max_grad_norm_seen,
     }
 
 

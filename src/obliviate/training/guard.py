@@ -1,0 +1,187 @@
+"""The trainer base every obliviate run goes through: a divergence guard, resumable checkpoints
+and logs on stderr.
+
+- **Divergence.** A non-finite loss, a non-finite gradient norm or one above ``abort_grad_norm``
+  (measured before clipping, so before the optimiser step that would apply it), or non-finite
+  weights after the last step raise :class:`~obliviate.errors.DivergenceError` (the CLI exits 3).
+  The weights are then those of the last good step, and nothing is saved as a result.
+- **Checkpoints.** With ``save_every`` > 0 the HF trainer writes ``checkpoint-<step>`` folders
+  under its work directory; a checkpoint counts only once its ``COMPLETE`` marker is written
+  (after every file of it), so a kill while saving never leaves a checkpoint that poses as good.
+  :func:`train` resumes from the newest complete one when asked.
+- **Output.** HF's progress callback prints its loss dicts to stdout; here they go to stderr, so a
+  command's stdout holds only its result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from obliviate.errors import DivergenceError
+
+COMPLETE = "COMPLETE"
+PREFIX = "checkpoint-"
+KILL_AT_STEP = "OBLIVIATE_TEST_KILL_AT_STEP"
+"""Fault injection for the kill-and-resume tests: SIGKILL this process at the end of that step."""
+
+
+class GuardedTrainer(Trainer):
+    """``transformers.Trainer`` with the divergence guard; ``what`` names the run in messages
+    (``"unlearning (npo)"``), ``section`` the config section (``"unlearn"``)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        what: str,
+        section: str,
+        abort_grad_norm: float | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.what = what
+        self.section = section
+        self.abort_grad_norm = abort_grad_norm
+        self.max_grad_norm_seen = 0.0
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        self.add_callback(StderrProgress())
+        self.add_callback(CheckpointMarker())
+        if os.environ.get(KILL_AT_STEP):
+            self.add_callback(KillAtStep(int(os.environ[KILL_AT_STEP])))
+
+    def step_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        """The training loss of one batch (subclasses: a method's loss)."""
+        return super().compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        loss = self.step_loss(model, inputs, num_items_in_batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            self.diverged(f"the loss is {value}")
+        return (loss, None) if return_outputs else loss
+
+    def _get_grad_norm(self, model, grad_norm=None):  # noqa: D102 - HF's pre-clip gradient norm
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        value = float(norm) if norm is not None else 0.0
+        if not math.isfinite(value):
+            self.diverged(f"the gradient norm is {value}")
+        if self.abort_grad_norm is not None and value > self.abort_grad_norm:
+            self.diverged(
+                f"the gradient norm {value:.3g} exceeds "
+                f"{self.section}.abort_grad_norm={self.abort_grad_norm:g}"
+            )
+        self.max_grad_norm_seen = max(self.max_grad_norm_seen, value)
+        return norm
+
+    def check_weights(self) -> None:
+        """After training: every trainable weight must be finite."""
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            self.diverged(f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]})", after=True)
+
+    def diverged(self, why: str, after: bool = False) -> None:
+        step = self.state.global_step if after else self.state.global_step + 1
+        total = self.state.max_steps or "?"
+        last = latest_checkpoint(Path(self.args.output_dir))
+        where = f"last good checkpoint: {last}" if last else "no checkpoint was saved"
+        raise DivergenceError(
+            f"{self.what} diverged at step {step} of {total}: {why}; {where}; no model was written",
+            f"lower {self.section}.lr, check {self.section}.params or use model.dtype=float32",
+        )
+
+
+def train(trainer: GuardedTrainer, resume: bool) -> Any:
+    """``trainer.train()``, from the newest complete checkpoint when ``resume`` and one exists;
+    then the final-weights check. Returns HF's ``TrainOutput``."""
+    work = Path(trainer.args.output_dir)
+    ckpt = latest_checkpoint(work) if resume else None
+    try:
+        out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    finally:  # a bar left open would print after the command's error line
+        for cb in trainer.callback_handler.callbacks:
+            if isinstance(cb, ProgressCallback) and cb.training_bar is not None:
+                cb.training_bar.close()
+                cb.training_bar = None
+    trainer.check_weights()
+    return out
+
+
+def resume_step(work_dir: Path, resume: bool) -> int:
+    """The optimiser step a resumed run starts after (0 for a fresh run)."""
+    ckpt = latest_checkpoint(work_dir) if resume else None
+    return int(ckpt.name[len(PREFIX) :]) if ckpt else 0
+
+
+def latest_checkpoint(work_dir: Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` under ``work_dir`` whose save completed; incomplete
+    ones (a kill while saving) are removed."""
+    if not work_dir.is_dir():
+        return None
+    found = []
+    for d in work_dir.glob(f"{PREFIX}*"):
+        if not d.name[len(PREFIX) :].isdigit():
+            continue
+        if (d / COMPLETE).is_file():
+            found.append((int(d.name[len(PREFIX) :]), d))
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    return max(found)[1] if found else None
+
+
+def items_consumed(steps: int, n_items: int, batch_size: int, grad_accum: int) -> int:
+    """Training items fed in the first ``steps`` optimiser steps of a single-process run: each
+    epoch feeds every item once, in ``ceil(n / batch)`` batches, ``grad_accum`` batches a step
+    (an epoch's last step takes what is left)."""
+    batches = math.ceil(n_items / batch_size)
+    per_epoch = math.ceil(batches / grad_accum)
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * n_items + min(rest * grad_accum * batch_size, n_items)
+
+
+class StderrProgress(ProgressCallback):
+    """HF's progress bar, with its log lines written to stderr instead of stdout."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
+        if not state.is_world_process_zero or not logs:
+            return
+        shown = {
+            k: (f"{v:.4g}" if isinstance(v, float) else v)
+            for k, v in logs.items()
+            if k != "total_flos"
+        }
+        if self.training_bar is not None:
+            self.training_bar.write(str(shown), file=sys.stderr)
+        else:
+            print(shown, file=sys.stderr)
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint complete once HF has written all of it."""
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: D102
+        d = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
+        if d.is_dir():
+            (d / COMPLETE).write_text("ok\n")
+
+
+class KillAtStep(TrainerCallback):
+    """SIGKILL at the end of step ``step`` (tests only, via ``OBLIVIATE_TEST_KILL_AT_STEP``)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
