@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from obliviate.cli import main
-from obliviate.config import _parse_override, dump_yaml, load_config, read_yaml
+from obliviate.config import PATH_FIELDS, _parse_override, dump_yaml, load_config, read_yaml
 from obliviate.errors import ConfigError, DataError
 from obliviate.experiment import Experiment
 
@@ -98,17 +98,6 @@ def test_cli_reports_a_bad_config_file_on_one_line(tmp_path, capsys):
 
 
 # ---- ~ in paths -----------------------------------------------------------------------------
-
-PATH_FIELDS = [
-    "run_dir",
-    "cache_dir",
-    "model.path",
-    "model.retain_path",
-    "benchmark.path",
-    "eval.retain_eval",
-    "eval.reference_model",
-    "eval.lm_eval_include_path",
-]
 
 
 def _get(cfg, dotted):

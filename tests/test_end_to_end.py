@@ -82,8 +82,8 @@ def test_second_run_reuses_cached_models(demo_rows, monkeypatch):
     def must_not_build(tmp):
         raise AssertionError(f"cache miss: rebuilding {tmp.parent.name}/{tmp.name}")
 
-    def spy(self, kind, key, build):
-        path, hit = real_get_or_build(self, kind, key, must_not_build)
+    def spy(self, kind, key, build, resume=False):
+        path, hit = real_get_or_build(self, kind, key, must_not_build, resume)
         lookups.append((kind, hit))
         return path, hit
 

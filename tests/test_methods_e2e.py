@@ -66,7 +66,7 @@ def test_method_unlearns_through_cli(method, unlearned, target_forget_prob):
     model_dir = unlearned(method)
     card = read_card(model_dir)
     assert card["stage"] == "unlearn" and card["method"] == method
-    assert card["non_finite_steps"] == 0
+    assert 0 < card["max_grad_norm"] < 1e6  # every step's gradient finite and under the bound
     assert card["steps"] > 0
     model = load_model(str(model_dir), "float32", "cpu")
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -9,43 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from model_dirs import edit_json, rewrite_tensors, tiny_model_dir
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from obliviate.errors import ModelError
 from obliviate.models.checks import check_model_dir, read_safetensors_header
 from obliviate.models.io import load_frozen, load_model, load_tokenizer
-from obliviate.models.tokenizer import train_bpe_tokenizer
-
-TEXTS = ["hello world", "the cat sat on the mat", "Question: who?\nAnswer: nobody"]
-
-
-def _save(out: Path, tie: bool = False, nan: bool = False, **save_kw) -> Path:
-    tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=tie,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
-    if nan:
-        with torch.no_grad():
-            model.model.norm.weight[0] = float("nan")
-    model.save_pretrained(out, **save_kw)
-    tok.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save(tmp_path_factory.mktemp("base") / "good")
+    return tiny_model_dir(tmp_path_factory.mktemp("base") / "good")
 
 
 @pytest.fixture
@@ -63,21 +38,6 @@ def _raises(phrase: str, fn, *args, **kwargs) -> str:
     return msg
 
 
-def _edit_json(path: Path, **changes) -> None:
-    data = json.loads(path.read_text())
-    for k, v in changes.items():
-        if v is None:
-            data.pop(k, None)
-        else:
-            data[k] = v
-    path.write_text(json.dumps(data))
-
-
-def _rewrite_tensors(d: Path, fn) -> None:
-    tensors = load_file(d / "model.safetensors")
-    save_file(fn(tensors), d / "model.safetensors", metadata={"format": "pt"})
-
-
 # --- positive ---------------------------------------------------------------------------------
 
 
@@ -93,7 +53,7 @@ def test_good_dir_passes_and_loads(good: Path) -> None:
 
 
 def test_tied_embeddings_pass(tmp_path: Path) -> None:
-    d = _save(tmp_path / "tied", tie=True)
+    d = tiny_model_dir(tmp_path / "tied", tie_word_embeddings=True)
     assert "lm_head.weight" not in read_safetensors_header(d / "model.safetensors")
     check_model_dir(str(d))
     model = load_model(str(d), "float32", "cpu")
@@ -101,7 +61,7 @@ def test_tied_embeddings_pass(tmp_path: Path) -> None:
 
 
 def test_checkpoint_without_base_model_prefix_passes(good: Path) -> None:
-    _rewrite_tensors(good, lambda t: {k.removeprefix("model."): v for k, v in t.items()})
+    rewrite_tensors(good, lambda t: {k.removeprefix("model."): v for k, v in t.items()})
     assert "embed_tokens.weight" in read_safetensors_header(good / "model.safetensors")
     check_model_dir(str(good))
     load_model(str(good), "float32", "cpu")
@@ -168,7 +128,7 @@ def test_no_weights(good: Path) -> None:
 
 
 def test_sharded_missing_shard(tmp_path: Path) -> None:
-    d = _save(tmp_path / "sharded", max_shard_size="20KB")
+    d = tiny_model_dir(tmp_path / "sharded", {"max_shard_size": "20KB"})
     index = json.loads((d / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) > 1
@@ -181,20 +141,20 @@ def test_sharded_missing_shard(tmp_path: Path) -> None:
 
 
 def test_size_mismatched_config(good: Path) -> None:
-    _edit_json(good / "config.json", intermediate_size=48)
+    edit_json(good / "config.json", intermediate_size=48)
     msg = _raises("3 tensor(s) do not match config.json's shapes", check_model_dir, str(good))
     assert "file [" in msg and "vs config [" in msg
     _raises("do not match config.json's shapes", load_model, str(good), "float32", "cpu")
 
 
 def test_missing_tensor(good: Path) -> None:
-    _rewrite_tensors(good, lambda t: {k: v for k, v in t.items() if "o_proj" not in k})
+    rewrite_tensors(good, lambda t: {k: v for k, v in t.items() if "o_proj" not in k})
     msg = _raises("is missing 1 weight(s)", check_model_dir, str(good))
     assert "o_proj" in msg
 
 
 def test_untied_model_missing_lm_head(good: Path) -> None:
-    _rewrite_tensors(good, lambda t: {k: v for k, v in t.items() if k != "lm_head.weight"})
+    rewrite_tensors(good, lambda t: {k: v for k, v in t.items() if k != "lm_head.weight"})
     _raises(
         "missing 1 weight(s) that config.json needs, e.g. lm_head.weight",
         check_model_dir,
@@ -203,7 +163,7 @@ def test_untied_model_missing_lm_head(good: Path) -> None:
 
 
 def test_no_tensor_matches(good: Path) -> None:
-    _rewrite_tensors(good, lambda t: {"foo." + k: v for k, v in t.items()})
+    rewrite_tensors(good, lambda t: {"foo." + k: v for k, v in t.items()})
     _raises("none of the 12 tensors", check_model_dir, str(good))
 
 
@@ -222,12 +182,12 @@ def test_config_not_json(good: Path) -> None:
 
 
 def test_unknown_model_type(good: Path) -> None:
-    _edit_json(good / "config.json", model_type="no_such_arch")
+    edit_json(good / "config.json", model_type="no_such_arch")
     _raises("does not know its config.json model_type", check_model_dir, str(good))
 
 
 def test_auto_map_custom_code_refused(good: Path) -> None:
-    _edit_json(
+    edit_json(
         good / "config.json",
         model_type="my_custom_lm",
         auto_map={"AutoConfig": "modeling.MyConfig", "AutoModelForCausalLM": "modeling.MyLM"},
@@ -238,13 +198,13 @@ def test_auto_map_custom_code_refused(good: Path) -> None:
 
 
 def test_auto_map_with_known_model_type_passes(good: Path) -> None:
-    _edit_json(good / "config.json", auto_map={"AutoModelForCausalLM": "modeling.MyLM"})
+    edit_json(good / "config.json", auto_map={"AutoModelForCausalLM": "modeling.MyLM"})
     check_model_dir(str(good))  # transformers uses its own llama code: nothing remote runs
 
 
 def test_tokenizer_auto_map_custom_code_refused(good: Path) -> None:
-    _edit_json(good / "config.json", model_type="my_custom_lm")
-    _edit_json(
+    edit_json(good / "config.json", model_type="my_custom_lm")
+    edit_json(
         good / "tokenizer_config.json",
         tokenizer_class="MyTokenizer",
         auto_map={"AutoTokenizer": ["tok.MyTokenizer", None]},
@@ -284,7 +244,7 @@ def test_safetensors_preferred_over_pickle(good: Path) -> None:
 
 
 def test_nan_weights(tmp_path: Path) -> None:
-    d = _save(tmp_path / "nan", nan=True)
+    d = tiny_model_dir(tmp_path / "nan", nan=True)
     check_model_dir(str(d))  # headers alone cannot tell
     phrase = "has non-finite weights (1 of 12 tensors hold NaN or inf, e.g. model.norm.weight)"
     msg = _raises(phrase, check_model_dir, str(d), finite=True)
@@ -296,13 +256,13 @@ def test_nan_weights(tmp_path: Path) -> None:
 
 
 def test_tokenizer_without_eos_or_pad(good: Path) -> None:
-    _edit_json(good / "tokenizer_config.json", eos_token=None, pad_token=None)
+    edit_json(good / "tokenizer_config.json", eos_token=None, pad_token=None)
     msg = _raises("has neither an EOS nor a pad token", load_tokenizer, str(good))
     assert "eos_token" in msg
 
 
 def test_tokenizer_with_pad_but_no_eos(good: Path) -> None:
-    _edit_json(good / "tokenizer_config.json", eos_token=None)
+    edit_json(good / "tokenizer_config.json", eos_token=None)
     _raises("appends EOS to every answer", load_tokenizer, str(good))
 
 

@@ -77,13 +77,18 @@ def check_inputs(exp: Experiment, models: list[str | None], finite: str | None =
     (files decode, fields present, forget and retain do not overlap) and each local model dir
     (weights readable and safetensors, shapes agree with config.json, tokenizer has EOS);
     ``finite``: a model whose weights must also be finite (the one to be evaluated)."""
-    from obliviate.models.checks import check_model_dir
+    from obliviate.models.checks import check_model_dir, check_vocabulary
     from obliviate.models.io import load_tokenizer
 
     exp.benchmark  # noqa: B018 - loads and checks the data
     for path in dict.fromkeys(m for m in models if m):
         check_model_dir(path, exp.cfg.model.allow_pickle, finite=path == finite)
-        load_tokenizer(path)
+        check_vocabulary(path, load_tokenizer(path))
+    e = exp.cfg.eval
+    if e.lm_eval_tasks:
+        from obliviate.eval.lm_harness import check_tasks
+
+        check_tasks(e.lm_eval_tasks, e.lm_eval_include_path)
 
 
 # ---------------------------------------------------------------- models
@@ -99,6 +104,7 @@ def finetune(
     """The tiny target (``full``) or retain model, cached; with ``out_dir`` also written to
     ``<out_dir>/model`` (see :func:`obliviate.stages.finetune`)."""
     exp = Experiment.of(cfg)
+    stages.require_tiny_model(exp, "fine-tunes")
     stages.require_trainable(exp, "fine-tune")
     return stages.finetune(exp, which, out_dir, overwrite, resume)
 

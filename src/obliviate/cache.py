@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from obliviate.errors import ConfigError
+
 #: Bump when a change to generation or training code must invalidate cached artefacts.
 CODE_VERSION = "3"
 
@@ -48,6 +50,7 @@ class Cache:
         if (final / ".complete").is_file():
             return final, True
         tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+        self._ensure(final.parent)
         if tmp.exists():
             shutil.rmtree(tmp)
         adopted = self._clear_dead(final, resume)
@@ -66,6 +69,19 @@ class Cache:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final, False
+
+    def _ensure(self, folder: Path) -> None:
+        """``folder`` exists and is writable, or one line saying which cache dir is unusable."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".probe{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(
+                f"the cache dir {self.root} is not usable: {e.strerror or e}",
+                "set cache_dir (or $OBLIVIATE_CACHE) to a writable directory",
+            ) from None
 
     def _clear_dead(self, final: Path, resume: bool) -> Path | None:
         """Remove dead processes' temp dirs of ``final``'s kind (those of other entries only when

@@ -101,9 +101,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         top = _top_parser()
-        if not argv or argv[0] in ("-h", "--help"):
+        if argv and argv[0] in ("-h", "--help"):
             top.print_help()
-            raise SystemExit(0 if argv else 2)
+            raise SystemExit(0)
+        if not argv:
+            top.print_help(sys.stderr)
+            raise ConfigError("no command given", f"choose one of {', '.join(COMMANDS)}")
         if argv[0] == "--version":
             top.parse_args(argv[:1])
         raise ConfigError(f"unknown command {argv[0]!r}", f"choose one of {', '.join(COMMANDS)}")

@@ -77,6 +77,7 @@ class BenchmarkConfig:
         _range(f"{at}.qa_per_author", self.qa_per_author, 10, 20)
         _range(f"{at}.n_holdout", self.n_holdout, 1, 10_000)
         _range(f"{at}.n_general", self.n_general, 5, 10_000)
+        _range(f"{at}.seed", self.seed, 0, 2**32 - 1)
         if self.retain_eval_size is not None:
             _range(f"{at}.retain_eval_size", self.retain_eval_size, 1, 10**9)
 
@@ -97,6 +98,8 @@ class TinyModelConfig:
         _range(f"{at}.hidden_size", self.hidden_size, 8, 100_000)
         _range(f"{at}.num_layers", self.num_layers, 1, 1000)
         _range(f"{at}.num_heads", self.num_heads, 1, 1000)
+        _range(f"{at}.intermediate_size", self.intermediate_size, 1, 1_000_000)
+        _range(f"{at}.max_position_embeddings", self.max_position_embeddings, 16, 1_000_000)
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"{at}.hidden_size={self.hidden_size} is not divisible by {at}.num_heads={self.num_heads}",
@@ -154,6 +157,7 @@ class OptimConfig:
         _range(f"{at}.weight_decay", self.weight_decay, 0.0, 10.0)
         _range(f"{at}.warmup_epochs", self.warmup_epochs, 0.0, 1e6)
         _range(f"{at}.max_length", self.max_length, 8, 1_000_000)
+        _range(f"{at}.seed", self.seed, 0, 2**32 - 1)
         _choice(f"{at}.scheduler", self.scheduler, ("linear", "constant", "cosine"))
         if self.epochs == 0 and self.max_steps <= 0:
             raise ConfigError(f"{at}.epochs is 0 and {at}.max_steps unset", "train for some steps")
@@ -289,6 +293,19 @@ class DemoConfig:
             get_method(m, at=f"{at}.methods[{i}]")
 
 
+PATH_FIELDS = (
+    "run_dir",
+    "cache_dir",
+    "model.path",
+    "model.retain_path",
+    "benchmark.path",
+    "eval.retain_eval",
+    "eval.reference_model",
+    "eval.lm_eval_include_path",
+)
+"""The fields that hold file-system paths: a leading ``~`` is expanded, an empty value refused."""
+
+
 @dataclass
 class ExperimentConfig:
     run_dir: str = "runs/experiment"
@@ -308,25 +325,20 @@ class ExperimentConfig:
 
     def validate(self) -> ExperimentConfig:
         # A leading ~ is the user's home, as in a shell; only then, so hub ids stay untouched.
-        for dotted in (
-            "run_dir",
-            "cache_dir",
-            "model.path",
-            "model.retain_path",
-            "benchmark.path",
-            "eval.retain_eval",
-            "eval.reference_model",
-            "eval.lm_eval_include_path",
-        ):
+        for dotted in PATH_FIELDS:
             *parents, name = dotted.split(".")
             node = self
             for p in parents:
                 node = getattr(node, p)
             value = getattr(node, name)
+            if isinstance(value, str) and not value.strip():
+                unset = "give a directory" if dotted == "run_dir" else f"write {dotted}=null"
+                raise ConfigError(f"{dotted} is empty", f"{unset}, or leave it out")
             if isinstance(value, str) and value.startswith("~"):
                 setattr(node, name, os.path.expanduser(value))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _range("threads", self.threads, 0, 4096)
+        _range("seed", self.seed, 0, 2**32 - 1)
         for f in dataclasses.fields(self):
             sub = getattr(self, f.name)
             if dataclasses.is_dataclass(sub):
@@ -441,6 +453,8 @@ def resolve_config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
         return p
+    if p.is_dir():
+        raise ConfigError(f"config {path} is a directory", "give a YAML file inside it")
     shipped = PACKAGE_CONFIGS / (str(path) if str(path).endswith(".yaml") else f"{path}.yaml")
     if shipped.is_file():
         return shipped

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from obliviate import api
+from obliviate import api, stages
 from obliviate.config import ExperimentConfig, apply_method_block, from_dict
 from obliviate.errors import ConfigError
 from obliviate.experiment import Experiment
@@ -80,11 +80,13 @@ def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     exp = Experiment(cfg)  # the benchmark is loaded once for every stage below
     run = Path(cfg.run_dir).expanduser()
+    stages.require_tiny_model(exp, "trains and unlearns")
+    configs = {m: method_config(cfg, m) for m in cfg.demo.methods}  # all checked before training
     names = ["retain", "target", *cfg.demo.methods]
     owns = ["config.yaml", "summary.json", "table.txt", *names, *_previous_rows(run)]
     with staged_run(run, "demo", owns, "summary.json", overwrite=True) as st:
         exp.benchmark  # noqa: B018 - the data is checked before any training
-        rows = _run(exp, st.out, t0)
+        rows = _run(exp, configs, st.out, t0)
     api.log(
         f"done in {time.perf_counter() - t0:.0f}s; results in {run}/ (per-sample JSON under <model>/eval/)"
     )
@@ -101,7 +103,9 @@ def _previous_rows(run: Path) -> list[str]:
         return []
 
 
-def _run(exp: Experiment, out: Path, t0: float) -> list[dict[str, Any]]:
+def _run(
+    exp: Experiment, configs: dict[str, ExperimentConfig], out: Path, t0: float
+) -> list[dict[str, Any]]:
     cfg = exp.cfg
     api.write_config(cfg, out)
     steps = 2 + 2 * len(cfg.demo.methods) + 2
@@ -115,7 +119,7 @@ def _run(exp: Experiment, out: Path, t0: float) -> list[dict[str, Any]]:
     models: list[tuple[str, str]] = [("retain", retain), ("target", target)]
     for m in cfg.demo.methods:
         api.log(f"[{next(step)}/{steps}] unlearning: {m}")
-        models.append((m, api.unlearned_model(exp.with_config(method_config(cfg, m)))))
+        models.append((m, api.unlearned_model(exp.with_config(configs[m]))))
 
     rows = []
     reference = None

@@ -32,6 +32,15 @@ def require_trainable(exp: Experiment, what: str) -> None:
         )
 
 
+def require_tiny_model(exp: Experiment, what: str) -> None:
+    """``finetune`` and ``demo`` train the tiny model: a ``model.path`` would be ignored."""
+    if exp.cfg.model.path or exp.cfg.model.retain_path:
+        raise ConfigError(
+            f"model.path / model.retain_path are set, but this command {what} the tiny model",
+            "unset them (fine-tune real models elsewhere, then `obliviate unlearn` / `eval` them)",
+        )
+
+
 def _require_tiny_benchmark(exp: Experiment) -> None:
     if exp.cfg.benchmark.name != "synthetic" and exp.cfg.model.path is None:
         raise ConfigError(
@@ -156,7 +165,14 @@ def _finetune_cached(exp: Experiment, which: str, resume: bool = False) -> str:
 
 def target_model(exp: Experiment) -> str:
     """``model.path``, else the tiny target fine-tuned on the full set."""
-    return exp.cfg.model.path or _finetune_cached(exp, "full")
+    if exp.cfg.model.path:
+        return exp.cfg.model.path
+    if not exp.benchmark.trainable:
+        raise ConfigError(
+            f"no model given, and benchmark.name={exp.cfg.benchmark.name} has no data to train one",
+            "give the model with --model DIR or model.path=DIR",
+        )
+    return _finetune_cached(exp, "full")
 
 
 TINY_TARGET = "tiny_target"

@@ -55,11 +55,12 @@ def from_dict(cls: type, raw: Any, at: str) -> Any:
         dotted = f"{at}.{key}" if at else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), sorted(names), n=1)
-            hint = (
-                f"did you mean {(at + '.') if at else ''}{close[0]}?"
-                if close
-                else f"known fields: {', '.join(sorted(names))}"
-            )
+            if close:
+                hint = f"did you mean {(at + '.') if at else ''}{close[0]}?"
+            elif names:
+                hint = f"known fields: {', '.join(sorted(names))}"
+            else:
+                hint = f"{at or 'this section'} takes no fields: remove {dotted}"
             raise ConfigError(f"unknown config field {dotted}", hint)
         kwargs[key] = coerce(hints[key], value, dotted)
     return cls(**kwargs)

@@ -55,11 +55,16 @@ class Source:
         if self.local is None:
             return None
         folder = self.local / subset if subset else self.local
-        for ext in EXTENSIONS:
-            f = folder / f"{name}{ext}"
-            if f.is_file():
-                return f
-        return None
+        found = [
+            folder / f"{name}{ext}" for ext in EXTENSIONS if (folder / f"{name}{ext}").is_file()
+        ]
+        if len(found) > 1:
+            raise DataError(
+                f"split {_label(name, subset)!r} is in {len(found)} files in {folder} "
+                f"({', '.join(f.name for f in found)})",
+                "keep one of them: which is current is not clear",
+            )
+        return found[0] if found else None
 
     def has(self, name: str, subset: str | None = None) -> bool:
         if self.local is not None:
@@ -83,7 +88,7 @@ class Source:
                 f"split {_label(name, subset)!r} not found in {where}",
                 f"add {name}.json, {name}.jsonl or {name}.parquet there",
             )
-        return read_rows(f)
+        return read_rows(f, f.relative_to(self.local).as_posix())
 
     def _hub_rows(self, name: str, subset: str | None) -> list[tuple[str, Any]] | None:
         key = (name, subset)
@@ -96,16 +101,20 @@ def _label(name: str, subset: str | None) -> str:
     return f"{subset}/{name}" if subset else name
 
 
-def read_rows(path: Path) -> list[tuple[str, Any]]:
-    """Rows of one local file with where each came from (``file line N`` / ``file row N``)."""
+def read_rows(path: Path, label: str | None = None) -> list[tuple[str, Any]]:
+    """Rows of one local file with where each came from (``<label> line N`` / ``<label> row N``;
+    ``label`` defaults to the file name, a source passes the path inside its directory)."""
+    label = label or path.name
     if path.suffix == ".parquet":
-        return _read_parquet(path)
+        return _read_parquet(path, label)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataError(
             f"{path} is not UTF-8 text (byte {e.start})", "re-save the file as UTF-8"
         ) from None
+    except OSError as e:
+        raise DataError(f"{path} cannot be read: {e.strerror or e}", "check the file") from None
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -113,13 +122,13 @@ def read_rows(path: Path) -> list[tuple[str, Any]]:
             raise DataError(
                 f"{path} is not valid JSON (line {e.lineno}: {e.msg})", "fix or regenerate the file"
             ) from None
-        return [(f"{path.name} row {i + 1}", r) for i, r in enumerate(rows)]
+        return [(f"{label} row {i + 1}", r) for i, r in enumerate(rows)]
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            out.append((f"{path.name} line {lineno}", json.loads(line)))
+            out.append((f"{label} line {lineno}", json.loads(line)))
         except json.JSONDecodeError as e:
             raise DataError(
                 f"{path} is not valid JSON lines (line {lineno}: {e.msg})",
@@ -128,7 +137,7 @@ def read_rows(path: Path) -> list[tuple[str, Any]]:
     return out
 
 
-def _read_parquet(path: Path) -> list[tuple[str, Any]]:
+def _read_parquet(path: Path, label: str) -> list[tuple[str, Any]]:
     try:
         import pyarrow.parquet as pq
 
@@ -138,7 +147,7 @@ def _read_parquet(path: Path) -> list[tuple[str, Any]]:
         raise DataError(
             f"{path} is not a readable parquet file: {first[:160]}", "fix or re-export it"
         ) from None
-    return [(f"{path.name} row {i + 1}", r) for i, r in enumerate(table.to_pylist())]
+    return [(f"{label} row {i + 1}", r) for i, r in enumerate(table.to_pylist())]
 
 
 def _read_hub(repo: str, name: str, subset: str | None) -> list[tuple[str, Any]] | None:

@@ -10,6 +10,7 @@ score expects as utility (:func:`obliviate.eval.semeval.semeval_final_score`).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,26 @@ def lm_eval_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("lm_eval") is not None
+
+
+def check_tasks(tasks: Sequence[str], include_path: str | Path | None = None) -> None:
+    """Every task name resolves (before any scoring), or one line naming the unknown ones."""
+    if not lm_eval_available():
+        raise ObliviateError(
+            "eval.lm_eval_tasks is set but lm-evaluation-harness is not installed",
+            "pip install lm_eval (or obliviate[lm-eval])",
+        )
+    from lm_eval.tasks import TaskManager
+
+    known = set(TaskManager(include_path=str(include_path) if include_path else None).all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "check the task names"
+        raise ObliviateError(
+            f"unknown lm-evaluation-harness task(s) in eval.lm_eval_tasks: {', '.join(unknown)}",
+            hint + " (local task YAMLs go in eval.lm_eval_include_path)",
+        )
 
 
 def run_lm_eval(

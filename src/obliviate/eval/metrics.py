@@ -109,7 +109,6 @@ def truth_ratio(para_mean_nll: float, perturbed_mean_nlls: Sequence[float]) -> f
     return math.exp(min(float(pert.mean()) - para, MAX_LOG_RATIO))
 
 
-
 def _ratios(ratios: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     arr = _as_1d_float(ratios, name)
     if (arr < 0).any():

@@ -55,7 +55,31 @@ def reference_from_result(result: SuiteResult, source: str) -> RetainReference:
 def _saved_rows(eval_dir: Path, split: str) -> list[dict[str, Any]] | None:
     for cand in (eval_dir / "eval" / f"{split}.json", eval_dir / f"{split}.json"):
         if cand.is_file():
-            return json.loads(cand.read_text())
+            try:
+                rows = json.loads(cand.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise DataError(
+                    f"{cand} is not a readable evaluation ({str(e).splitlines()[0][:120]})",
+                    "re-run `obliviate eval` on the retain model to rewrite it",
+                ) from None
+            bad = (
+                next(
+                    (
+                        i
+                        for i, r in enumerate(rows)
+                        if not isinstance(r, dict) or "question" not in r or "answer" not in r
+                    ),
+                    None,
+                )
+                if isinstance(rows, list)
+                else 0
+            )
+            if bad is not None:
+                raise DataError(
+                    f"{cand} row {bad + 1} is not an evaluation row (question, answer, metrics)",
+                    "point eval.retain_eval at a run dir written by `obliviate eval`",
+                )
+            return rows
     return None
 
 

@@ -512,3 +512,17 @@ def check_finite_model(model: torch.nn.Module, name: str) -> None:
     bad = [n for n, p in params if not all_finite(p)]
     if bad:
         raise non_finite_error(name, bad, len(params))
+
+
+def check_vocabulary(name: str, tokenizer: Any) -> None:
+    """A local model's tokenizer must not produce ids past its embedding (``vocab_size``)."""
+    d = Path(name).expanduser()
+    if not d.is_dir():
+        return
+    vocab = getattr(load_config(d).get_text_config(), "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise ModelError(
+            f"{name}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+            f"{vocab}, so some token ids would index past the embedding",
+            "use the tokenizer the model was trained with, or fix vocab_size in config.json",
+        )

@@ -52,6 +52,7 @@ class GuardedTrainer(Trainer):
         self.section = section
         self.abort_grad_norm = abort_grad_norm
         self.max_grad_norm_seen = 0.0
+        self.fix_hint = f", check {section}.params" if section == "unlearn" else ""
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
         self.add_callback(StderrProgress())
@@ -98,7 +99,7 @@ class GuardedTrainer(Trainer):
         where = f"last good checkpoint: {last}" if last else "no checkpoint was saved"
         raise DivergenceError(
             f"{self.what} diverged at step {step} of {total}: {why}; {where}; no model was written",
-            f"lower {self.section}.lr, check {self.section}.params or use model.dtype=float32",
+            f"lower {self.section}.lr{self.fix_hint} or use model.dtype=float32",
         )
 
 

@@ -111,6 +111,12 @@ class BenchmarkLoader:
                 f"{at}.path is required when {at}.name={self.name}",
                 f"set it to a local {self.name}-format directory{example}",
             )
+        if cfg.path and not self.needs_path:  # it would be ignored: the user's files unread
+            readers = ", ".join(n for n, b in sorted(_REGISTRY.items()) if b.needs_path)
+            raise ConfigError(
+                f"{at}.path is set but {at}.name={self.name} reads no files",
+                f"set {at}.name to your files' format ({readers}), or drop {at}.path",
+            )
 
     def key(self, cfg: BenchmarkConfig) -> dict[str, Any]:
         """What the loaded benchmark depends on (for content-hash caches): the config fields

@@ -89,6 +89,7 @@ def assemble_qa(
 
     pert = f"{forget_split}_perturbed"
     forget_eval = reader.read(pert) if reader.has(pert) else forget
+    _same_questions(forget_eval, forget, pert, forget_split)
     retain_eval = (
         reader.read("retain_perturbed") if reader.has("retain_perturbed") else list(retain)
     )
@@ -123,3 +124,15 @@ def assemble_qa(
         eval_splits=splits,
         max_new_tokens=max_new_tokens,
     )
+
+
+def _same_questions(scored: list[QARecord], unlearned: list[QARecord], a: str, b: str) -> None:
+    """The forget set scored (``a``) must be the one unlearned (``b``), as TOFU's splits are."""
+    have = {r.question.strip() for r in scored}
+    want = {r.question.strip() for r in unlearned}
+    if have != want:
+        n = len(have ^ want)
+        raise DataError(
+            f"split {a!r} does not hold the questions of {b!r} ({n} differ)",
+            f"regenerate {a} from {b}, or remove it to score {b} itself",
+        )
