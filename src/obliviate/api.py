@@ -72,17 +72,18 @@ def generate(cfg: Config, out: str | Path) -> Path:
     return out
 
 
-def check_inputs(exp: Experiment, models: list[str | None], finite: str | None = None) -> None:
+def check_inputs(exp: Experiment, models: list[str | None]) -> None:
     """Everything a command reads, checked before anything is trained or scored: the benchmark
-    (files decode, fields present, forget and retain do not overlap) and each local model dir
-    (weights readable and safetensors, shapes agree with config.json, tokenizer has EOS);
-    ``finite``: a model whose weights must also be finite (the one to be evaluated)."""
+    (files decode, fields present, forget and retain do not overlap), each local model dir
+    (weights readable and safetensors, shapes agree with config.json, tokenizer has EOS and fits
+    the vocabulary) and the lm-eval task names. NaN weights are refused when a model is loaded,
+    before it is scored (reading every tensor here too would read the weights twice)."""
     from obliviate.models.checks import check_model_dir, check_vocabulary
     from obliviate.models.io import load_tokenizer
 
     exp.benchmark  # noqa: B018 - loads and checks the data
     for path in dict.fromkeys(m for m in models if m):
-        check_model_dir(path, exp.cfg.model.allow_pickle, finite=path == finite)
+        check_model_dir(path, exp.cfg.model.allow_pickle)
         check_vocabulary(path, load_tokenizer(path))
     e = exp.cfg.eval
     if e.lm_eval_tasks:
@@ -264,7 +265,7 @@ def evaluate(
     with staged_run(run, "eval", owns, "summary.json", overwrite) as st:
         c = exp.cfg
         refs = [c.model.retain_path, c.eval.reference_model]
-        check_inputs(exp, [model_path or c.model.path, *refs], finite=model_path or c.model.path)
+        check_inputs(exp, [model_path or c.model.path, *refs])
         path = model_path or stages.target_model(exp)
         summary, result = _evaluate(exp, path, reference, is_reference)
         _write_results(st.out, result, c.eval.write_generations)
@@ -280,6 +281,8 @@ def _evaluate(
     from obliviate.eval.summary import summarize
 
     e = exp.cfg.eval
+    # a given or saved reference is read (and checked) now; a retain model to score is scored
+    # after this model, whose loading refuses NaN weights before anything else is scored
     if is_reference:
         ref = RetainReference(None, {}, "itself (this is the retain model)")
     elif isinstance(reference, RetainReference):
@@ -287,7 +290,7 @@ def _evaluate(
     elif reference is not None:
         ref = RetainReference(list(reference), {}, "given")
     else:
-        ref = retain_reference(exp)
+        ref = read_reference(e.retain_eval, exp.benchmark) if e.retain_eval else None
     t0 = time.perf_counter()
     result, hit = evaluate_results(exp, path)
     harness: dict[str, Any] = {}
@@ -304,11 +307,14 @@ def _evaluate(
                 device=str(exp.device),
             )
         )
+    seconds = round(time.perf_counter() - t0, 2)
+    if ref is None:
+        ref = retain_reference(exp)
     summary = summarize(
         result, ref, is_reference=is_reference, mmlu=harness.get("lm_eval_mmlu_acc")
     )
     summary.update(harness)
-    summary["eval_seconds"] = round(time.perf_counter() - t0, 2)
+    summary["eval_seconds"] = seconds
     summary["eval_cache_hit"] = hit
     summary["passes"] = result.passes
     summary["model"] = path

@@ -65,7 +65,7 @@ class Cache:
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:
-            if not any(tmp.glob("*/checkpoint-*/COMPLETE")):  # else kept for --resume
+            if not holds_checkpoint(tmp):  # else kept for --resume
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final, False
@@ -91,12 +91,24 @@ class Cache:
             pid = d.name.rsplit(".tmp", 1)[-1]
             if not pid.isdigit() or pid_alive(int(pid)):
                 continue
-            resumable = any(d.glob("*/checkpoint-*/COMPLETE"))
+            resumable = holds_checkpoint(d)
             if d.name.startswith(final.name + ".tmp") and resume and resumable and adopt is None:
                 adopt = d
             elif not resumable or d.name.startswith(final.name + ".tmp"):
                 shutil.rmtree(d, ignore_errors=True)
         return adopt
+
+
+COMPLETE = "COMPLETE"
+"""Written into a training checkpoint folder once every file of it is saved."""
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def holds_checkpoint(folder: Path) -> bool:
+    """Whether a trainer folder directly inside ``folder`` holds a complete checkpoint (the
+    layout of :mod:`obliviate.training.guard`; kept here, torch-free, for the run and cache
+    bookkeeping that decides what survives for ``--resume``)."""
+    return any(folder.glob(f"*/{CHECKPOINT_PREFIX}*/{COMPLETE}"))
 
 
 def pid_alive(pid: int) -> bool:

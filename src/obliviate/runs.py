@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from obliviate.cache import pid_alive
+from obliviate.cache import holds_checkpoint, pid_alive
 from obliviate.config import ExperimentConfig, dump_yaml
 from obliviate.errors import ConfigError
 from obliviate.experiment import log
@@ -102,7 +102,7 @@ def staged_run(
     try:
         yield stage
     except BaseException:
-        if not _has_checkpoint(stage.work):
+        if not holds_checkpoint(stage.work):
             shutil.rmtree(stage.path, ignore_errors=True)
             if created and not any(run.iterdir()):
                 run.rmdir()
@@ -137,7 +137,7 @@ def _claim(stage: Stage, command: str, resume: bool) -> None:
                 f"another obliviate process (pid {pid}) is writing {stage.run}",
                 "wait for it to finish or choose another run_dir",
             )
-        if resume and _has_checkpoint(stage.work):
+        if resume and holds_checkpoint(stage.work):
             stage.resumed = True
             log(f"resuming the interrupted {command} in {stage.run}")
         else:
@@ -175,10 +175,6 @@ def _clear_trash(run: Path) -> None:
         pid = t.name.rsplit("-", 1)[-1]
         if not (pid.isdigit() and pid_alive(int(pid))):
             shutil.rmtree(t, ignore_errors=True)
-
-
-def _has_checkpoint(work: Path) -> bool:
-    return any(work.glob("checkpoints/checkpoint-*/COMPLETE"))
 
 
 def _read_pid(f: Path) -> int | None:

@@ -1,7 +1,7 @@
 """Cheap pre-flight checks of HF model directories, run before any weights are loaded.
 
-:func:`check_model_dir` reads config.json and the safetensors headers (never the tensor data,
-unless ``finite=True``) and compares the header shapes with a model built on the meta device.
+:func:`check_model_dir` reads config.json and the safetensors headers (never the tensor data)
+and compares the header shapes with a model built on the meta device.
 Every problem is raised as a one-line :class:`~obliviate.errors.ModelError`.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 
 from obliviate.errors import ModelError
@@ -67,11 +66,12 @@ class TensorInfo:
     end: int
 
 
-def check_model_dir(name: str, allow_pickle: bool = False, finite: bool = False) -> None:
+def check_model_dir(name: str, allow_pickle: bool = False) -> None:
     """Validate a local HF model directory without loading weights; hub ids are skipped.
 
-    Checks config.json, custom code, the safetensors headers, their shapes against the config,
-    pickle-only weights (refused unless ``allow_pickle``) and, with ``finite``, NaN/inf weights.
+    Checks config.json, custom code, the safetensors headers, their shapes against the config and
+    pickle-only weights (refused unless ``allow_pickle``). NaN/inf weights are refused at load
+    (:func:`check_finite_model`).
     """
     d = Path(name).expanduser()
     if not d.is_dir():
@@ -82,10 +82,7 @@ def check_model_dir(name: str, allow_pickle: bool = False, finite: bool = False)
     weights = weight_files(d, cfg_dict, allow_pickle)
     if weights is None:  # pickle weights, opted in: nothing readable without unpickling
         return
-    tensors = read_all_headers(weights)
-    check_shapes(str(d), cfg, tensors)
-    if finite:
-        check_finite_files(str(d), weights.files)
+    check_shapes(str(d), cfg, read_all_headers(weights))
 
 
 def check_tokenizer_dir(name: str) -> None:
@@ -485,25 +482,6 @@ def non_finite_error(name: str, bad: list[str], total: int) -> ModelError:
         f"{name} has non-finite weights ({len(bad)} of {total} tensors hold NaN or inf, e.g. {bad[0]})",
         FINITE_FIX,
     )
-
-
-def check_finite_files(name: str, files: list[Path]) -> None:
-    """Read every tensor of ``files`` and refuse NaN/inf."""
-    bad: list[str] = []
-    total = 0
-    try:
-        for path in files:
-            with safe_open(str(path), framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 (safe_open is no dict)
-                    total += 1
-                    if not all_finite(f.get_tensor(key)):
-                        bad.append(key)
-    except SafetensorError as e:
-        raise ModelError(
-            f"could not read {name}: {e}", "re-download or re-save the model"
-        ) from None
-    if bad:
-        raise non_finite_error(name, bad, total)
 
 
 def check_finite_model(model: torch.nn.Module, name: str) -> None:

@@ -27,10 +27,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from obliviate.cache import CHECKPOINT_PREFIX, COMPLETE
 from obliviate.errors import DivergenceError
 
-COMPLETE = "COMPLETE"
-PREFIX = "checkpoint-"
+PREFIX = CHECKPOINT_PREFIX
 KILL_AT_STEP = "OBLIVIATE_TEST_KILL_AT_STEP"
 """Fault injection for the kill-and-resume tests: SIGKILL this process at the end of that step."""
 
@@ -52,7 +52,6 @@ class GuardedTrainer(Trainer):
         self.section = section
         self.abort_grad_norm = abort_grad_norm
         self.max_grad_norm_seen = 0.0
-        self.fix_hint = f", check {section}.params" if section == "unlearn" else ""
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
         self.add_callback(StderrProgress())
@@ -97,9 +96,10 @@ class GuardedTrainer(Trainer):
         total = self.state.max_steps or "?"
         last = latest_checkpoint(Path(self.args.output_dir))
         where = f"last good checkpoint: {last}" if last else "no checkpoint was saved"
+        params = f", check {self.section}.params" if self.section == "unlearn" else ""
         raise DivergenceError(
             f"{self.what} diverged at step {step} of {total}: {why}; {where}; no model was written",
-            f"lower {self.section}.lr{self.fix_hint} or use model.dtype=float32",
+            f"lower {self.section}.lr{params} or use model.dtype=float32",
         )
 
 
