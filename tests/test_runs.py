@@ -25,14 +25,19 @@ def test_outputs_appear_only_on_success_and_replace_everything_owned(tmp_path):
         (st.out / "eval" / "forget.json").write_text("[1]")
         (st.out / "summary.json").write_text("{}")
         assert not run.joinpath("summary.json").exists()  # not before the end
-    assert sorted(p.name for p in run.iterdir()) == ["eval", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["eval", "obliviate.log", "summary.json"]
 
     (run / "eval" / "stale.json").write_text("[]")
     (run / "notes.txt").write_text("the user's")
     with staged_run(run, "eval", ("eval", "summary.json"), "summary.json", overwrite=True) as st:
         (st.out / "eval").mkdir()
         (st.out / "summary.json").write_text('{"new": 1}')
-    assert sorted(p.name for p in run.iterdir()) == ["eval", "notes.txt", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "eval",
+        "notes.txt",
+        "obliviate.log",
+        "summary.json",
+    ]
     assert list((run / "eval").iterdir()) == []  # the stale split file went with the old eval/
     assert (run / "summary.json").read_text() == '{"new": 1}'
 
@@ -52,14 +57,30 @@ def test_finished_run_refused_and_failure_keeps_old_result(tmp_path):
     ):
         (st.out / "model").mkdir()
         raise RuntimeError("killed in the middle")
-    assert sorted(p.name for p in run.iterdir()) == ["model"]  # old result, no stage left
+    # old result, no stage left; the refused first attempt left no log, the failed one did
+    assert sorted(p.name for p in run.iterdir()) == ["model", "obliviate.log"]
+    log = (run / "obliviate.log").read_text()
+    assert "killed in the middle" in log and "already holds results" not in log
 
 
-def test_failure_in_a_new_run_dir_leaves_nothing(tmp_path):
+def test_failure_in_a_new_run_dir_leaves_only_its_log(tmp_path):
     run = tmp_path / "a" / "run"
-    with pytest.raises(ValueError), staged_run(run, "unlearn", ("model",), "model"):
-        raise ValueError("bad data")
+    with pytest.raises(ConfigError), staged_run(run, "unlearn", ("model",), "model"):
+        raise ConfigError("bad data", "fix it")  # refused input: nothing at all is left
     assert not run.exists()
+    with pytest.raises(ValueError), staged_run(run, "unlearn", ("model",), "model"):
+        raise ValueError("a crash")
+    assert [p.name for p in run.iterdir()] == ["obliviate.log"]
+    assert "failed: ValueError: a crash" in (run / "obliviate.log").read_text()
+
+
+def test_refused_input_puts_an_existing_log_back(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "obliviate.log").write_text("earlier lines\n")
+    with pytest.raises(ConfigError), staged_run(run, "eval", (), "summary.json"):
+        raise ConfigError("bad data", "fix it")
+    assert (run / "obliviate.log").read_text() == "earlier lines\n"
 
 
 def test_stage_with_checkpoint_survives_failure_for_resume(tmp_path):
@@ -76,7 +97,7 @@ def test_stage_with_checkpoint_survives_failure_for_resume(tmp_path):
             st.check_resume_key({"lr": 2})
         st.check_resume_key({"lr": 1})
         (st.out / "model").mkdir()
-    assert sorted(p.name for p in run.iterdir()) == ["model"]
+    assert sorted(p.name for p in run.iterdir()) == ["model", "obliviate.log"]
 
 
 def test_run_dir_problems_are_one_line_errors(tmp_path):
@@ -104,7 +125,7 @@ def test_a_live_writer_is_not_disturbed(tmp_path):
     (stage / "pid").write_text(f"{dead_pid()}\n")
     with staged_run(run, "unlearn", ("model",), "model") as st:  # a dead one's is cleared
         (st.out / "model").mkdir()
-    assert sorted(p.name for p in run.iterdir()) == ["model"]
+    assert sorted(p.name for p in run.iterdir()) == ["model", "obliviate.log"]
 
 
 def test_cache_clears_dead_temp_dirs_and_resume_adopts_one(tmp_path):

@@ -49,7 +49,8 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def visible(run: Path) -> list[str]:
-    return sorted(p.name for p in run.iterdir() if not p.name.startswith("."))
+    """A run dir's results: not the hidden stage, not the command log."""
+    return sorted(p.name for p in run.iterdir() if p.name[0] != "." and p.name != "obliviate.log")
 
 
 GRADDIFF = [*MINI, "unlearn.method=graddiff", "unlearn.save_every=2"]
@@ -141,7 +142,7 @@ def test_overwrite_killed_midway_keeps_the_old_result(env, tmp_path):
     assert done.returncode == 0, done.stderr
     assert model_fingerprint(str(run / "model")) != before
     assert "lr: 0.001" in (run / "config.yaml").read_text()
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "model"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "model", "obliviate.log"]
 
 
 @pytest.mark.parametrize(
@@ -161,6 +162,9 @@ def test_divergence_exits_3_and_writes_no_model(env, tmp_path, overrides, why):
     assert "no model was written" in last and "Traceback" not in out.stderr
     assert out.stdout == ""
     assert not (run / "model").exists()
+    # the log keeps the steps that led there, and the failure
+    log = (run / "obliviate.log").read_text()
+    assert "unlearning (npo) step 1/" in log and "diverged at step" in log
 
 
 def test_eval_overwrite_replaces_every_output(env, tmp_path):
@@ -192,7 +196,14 @@ def test_unlearn_stdout_is_only_the_model_path(env, tmp_path):
     out = obliviate(env, "unlearn", *MINI, f"run_dir={tmp_path / 'r'}")
     assert out.returncode == 0
     assert out.stdout == f"{tmp_path / 'r' / 'model'}\n"
-    assert "train_loss" in out.stderr  # HF's log line went to stderr
+    # no HF loss dicts or progress bars on the terminal (stderr is a pipe: status lines only) ...
+    assert "{'loss'" not in out.stderr and "it/s]" not in out.stderr and "━" not in out.stderr
+    assert all(line.startswith("[obliviate] ") for line in out.stderr.splitlines())
+    # ... every step is in the run's log and in the model card's training curve
+    log = (tmp_path / "r" / "obliviate.log").read_text()
+    card = json.loads((tmp_path / "r" / "model" / "obliviate.json").read_text())
+    assert f"unlearning (npo) step {card['steps']}/{card['steps']}: loss=" in log
+    assert [r["step"] for r in card["train_log"]] == list(range(1, card["steps"] + 1))
 
 
 def test_closed_pipe_is_quiet_and_version():
@@ -217,23 +228,26 @@ def test_killed_demo_leaves_the_previous_demo_whole(env, tmp_path):
     run = tmp_path / "demo"
     first = obliviate(env, "demo", *MINI, "demo.methods=[ga]", f"run_dir={run}")
     assert first.returncode == 0, first.stderr
-    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    assert set(files) == {"config.yaml", "summary.json", "table.txt"}
+    files = {
+        p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name in visible(run)
+    }
+    assert set(files) == {"config.yaml", "summary.json", "table.txt", "report.html"}
 
     killed = obliviate(
         env, "demo", *MINI, "demo.methods=[ga]", "unlearn.lr=1e-3", f"run_dir={run}", kill_at=3
     )  # the new GA run dies mid-training
     assert killed.returncode == -9
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name in files} == files
 
     other = obliviate(env, "demo", *MINI, "demo.methods=[graddiff]", f"run_dir={run}")
     assert other.returncode == 0, other.stderr
     assert visible(run) == [
         "config.yaml",
         "graddiff",
+        "report.html",
         "retain",
         "summary.json",
         "table.txt",
         "target",
     ]
-    assert other.stdout == (run / "table.txt").read_text()
+    assert other.stdout == (run / "table.txt").read_text() + f"report: {run / 'report.html'}\n"

@@ -177,10 +177,16 @@ def eval_cache_key(
 
 
 def evaluate_results(
-    exp: Experiment, path: str, options: Any = None, roles: Any = None, reference_model: bool = True
+    exp: Experiment,
+    path: str,
+    options: Any = None,
+    roles: Any = None,
+    reference_model: bool = True,
+    label: str | None = None,
 ):
     """Per-split results for the model at ``path`` (cached under the cache's ``eval`` kind):
-    ``(SuiteResult, cache_hit)``."""
+    ``(SuiteResult, cache_hit)``. ``label`` names the model on the progress display."""
+    from obliviate import progress
     from obliviate.eval.suite import SuiteResult, evaluate_splits
     from obliviate.models.io import load_model, load_tokenizer
 
@@ -198,15 +204,16 @@ def evaluate_results(
                 e.reference_model, exp.cfg.model.dtype, exp.device, allow_pickle=pickle
             )
         t0 = time.perf_counter()
-        res = evaluate_splits(
-            model,
-            tok,
-            exp.benchmark,
-            options,
-            roles=roles,
-            ref_model=ref_model,
-            ref_tokenizer=ref_tok,
-        )
+        with progress.stage(f"evaluating {label or Path(path).name}"):
+            res = evaluate_splits(
+                model,
+                tok,
+                exp.benchmark,
+                options,
+                roles=roles,
+                ref_model=ref_model,
+                ref_tokenizer=ref_tok,
+            )
         res.passes["scoring_seconds"] = round(time.perf_counter() - t0, 2)
         return res
 
@@ -238,7 +245,7 @@ def retain_reference(cfg: Config) -> RetainReference:
             None, {}, "no retain model (set model.retain_path or eval.retain_eval)"
         )
     options, roles = reference_plan(_options(exp))
-    res, _ = evaluate_results(exp, path, options, roles, reference_model=False)
+    res, _ = evaluate_results(exp, path, options, roles, False, "the retain model (reference)")
     return reference_from_result(res, f"retain model {path}")
 
 
@@ -250,6 +257,7 @@ def evaluate(
     overwrite: bool = False,
     is_reference: bool = False,
     record_config: bool = True,
+    record_card: bool = True,
 ) -> dict[str, Any]:
     """Evaluate one model with the selected metrics; writes ``eval/<split>.json``,
     ``summary.json`` and (``record_config``) ``config.yaml`` under ``out_dir``, all or nothing.
@@ -258,6 +266,8 @@ def evaluate(
     bare forget-set truth ratios), else ``eval.retain_eval``, else the retain model scored now.
     ``is_reference``: this model *is* the retain model (forget quality 1, PrivLeak 0). Every
     input is checked before anything is scored; a model with non-finite weights is refused.
+    ``record_card``: add the headline metrics to the model's card (an obliviate model dir's
+    README.md), once the results are in place.
     """
     exp = Experiment.of(cfg)
     run = Path(out_dir or exp.cfg.run_dir)
@@ -267,16 +277,32 @@ def evaluate(
         refs = [c.model.retain_path, c.eval.reference_model]
         check_inputs(exp, [model_path or c.model.path, *refs])
         path = model_path or stages.target_model(exp)
-        summary, result = _evaluate(exp, path, reference, is_reference)
+        summary, result = _evaluate(exp, path, reference, is_reference, label=run.name)
         _write_results(st.out, result, c.eval.write_generations)
         write_json(st.out / "summary.json", summary)
         if record_config:
             write_config(c, st.out)
+    if record_card:
+        record_card_metrics(path, summary, run)
     return summary
 
 
+def record_card_metrics(
+    path: str, summary: dict[str, Any], run: str | Path, quiet: bool = False
+) -> None:
+    """Add an evaluation's headline metrics (``run``: where it is saved) to the card of the
+    obliviate model dir at ``path``; a hub id or a foreign or read-only dir is left alone.
+    ``quiet``: say so in the log file only."""
+    from obliviate import progress
+    from obliviate.models.card import record_evaluation
+
+    if record_evaluation(path, summary, run):
+        say = progress.detail if quiet else log
+        say(f"headline metrics added to the model card {Path(path) / 'README.md'}")
+
+
 def _evaluate(
-    exp: Experiment, path: str, reference: Any, is_reference: bool
+    exp: Experiment, path: str, reference: Any, is_reference: bool, label: str | None = None
 ) -> tuple[dict[str, Any], Any]:
     from obliviate.eval.summary import summarize
 
@@ -292,7 +318,7 @@ def _evaluate(
     else:
         ref = read_reference(e.retain_eval, exp.benchmark) if e.retain_eval else None
     t0 = time.perf_counter()
-    result, hit = evaluate_results(exp, path)
+    result, hit = evaluate_results(exp, path, label=label)
     harness: dict[str, Any] = {}
     if e.lm_eval_tasks:
         from obliviate.eval.lm_harness import harness_summary, run_lm_eval
@@ -319,6 +345,7 @@ def _evaluate(
     summary["passes"] = result.passes
     summary["model"] = path
     summary["benchmark"] = exp.cfg.benchmark.name
+    summary["split_roles"] = {r.name: r.role for r in result.splits}
     summary["forget_quality_reference"] = ref.source
     summary["privleak_reference_source"] = ref.source
     return summary, result

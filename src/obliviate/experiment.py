@@ -4,10 +4,10 @@ resolved once and passed down to every pipeline stage."""
 from __future__ import annotations
 
 import os
-import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from obliviate import progress
 from obliviate.cache import Cache
 from obliviate.config import ExperimentConfig
 from obliviate.data.benchmarks import Benchmark, BenchmarkLoader, get_benchmark
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 def log(msg: str) -> None:
-    """Progress goes to stderr; stdout is kept for a command's result."""
-    print(f"[obliviate] {msg}", file=sys.stderr, flush=True)
+    """A status line on stderr (stdout is kept for a command's result) and in the run's log."""
+    progress.log(msg)
 
 
 class Experiment:
@@ -41,7 +41,8 @@ class Experiment:
     def benchmark(self) -> Benchmark:
         """The benchmark, loaded once for the whole command. Forget records that are also in
         the retain set are an error unless ``benchmark.allow_overlap`` (then a warning)."""
-        bench = self.loader.load(self.cfg.benchmark)
+        with progress.stage(f"loading the {self.cfg.benchmark.name} benchmark"):
+            bench = self.loader.load(self.cfg.benchmark)
         n = bench.overlap_count()
         if n:
             what = (
@@ -84,8 +85,7 @@ class Experiment:
 def setup_runtime(cfg: ExperimentConfig) -> None:
     """Torch threads and library verbosity, once per process."""
     import torch
-    import transformers
 
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    transformers.logging.set_verbosity_error()
+    progress.silence_libraries()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate import progress
 from obliviate.cache import holds_checkpoint, pid_alive
 from obliviate.config import ExperimentConfig, dump_yaml
-from obliviate.errors import ConfigError
+from obliviate.errors import ConfigError, ObliviateError
 from obliviate.experiment import log
 
 
@@ -88,29 +89,39 @@ def staged_run(
     survive; ``finished`` leaves first and arrives last, so a run dir without it is never taken
     for a finished one. On failure the stage is removed, unless it holds a complete checkpoint
     (``--resume`` continues from it; a start without ``--resume`` removes it). The run dir's
-    writability is checked here, before any heavy work.
+    writability is checked here, before any heavy work. The command's status lines go to
+    ``<run>/obliviate.log`` meanwhile (a failed run's log stays, unless its input was refused: then nothing is left).
     """
     run = Path(run).expanduser()
     created = _make_run_dir(run)
-    _clear_trash(run)
-    if (run / finished).exists() and not overwrite:
-        raise ConfigError(
-            f"{run} already holds results", "choose another run_dir or pass --overwrite"
-        )
-    stage = Stage(run, run / f".partial-{command}", resumed=False)
-    _claim(stage, command, resume)
     try:
-        yield stage
+        with progress.log_file(run, discard_on=_bad_input):
+            _clear_trash(run)
+            if (run / finished).exists() and not overwrite:
+                raise ConfigError(
+                    f"{run} already holds results", "choose another run_dir or pass --overwrite"
+                )
+            stage = Stage(run, run / f".partial-{command}", resumed=False)
+            _claim(stage, command, resume)
+            try:
+                yield stage
+            except BaseException:
+                if not holds_checkpoint(stage.work):
+                    shutil.rmtree(stage.path, ignore_errors=True)
+                else:
+                    (stage.path / "pid").unlink(missing_ok=True)
+                    log(f"the partial run is kept in {stage.path}; --resume continues it")
+                raise
+            _commit(stage, set(owns), finished)
     except BaseException:
-        if not holds_checkpoint(stage.work):
-            shutil.rmtree(stage.path, ignore_errors=True)
-            if created and not any(run.iterdir()):
-                run.rmdir()
-        else:
-            (stage.path / "pid").unlink(missing_ok=True)
-            log(f"the partial run is kept in {stage.path}; --resume continues it")
+        if created and run.is_dir() and not any(run.iterdir()):
+            run.rmdir()
         raise
-    _commit(stage, set(owns), finished)
+
+
+def _bad_input(e: BaseException) -> bool:
+    """Refused input (exit 2): the one-line error says everything, so the log is put back."""
+    return isinstance(e, ObliviateError) and e.exit_code == 2
 
 
 def _make_run_dir(run: Path) -> bool:
@@ -185,12 +196,16 @@ def _read_pid(f: Path) -> int | None:
 
 
 def model_fingerprint(path: str) -> str | None:
-    """SHA-256 over a local model dir's files (names + bytes); None for a hub id."""
+    """SHA-256 over a local model dir's files (names + bytes), leaving out the model card (its
+    metrics are added after an evaluation); None for a hub id."""
+    from obliviate.models.card import CARD_FILES
+
     root = Path(path)
     if not root.is_dir():
         return None
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    card = {root / name for name in CARD_FILES}
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p not in card):
         h.update(str(f.relative_to(root)).encode() + b"\0")
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):

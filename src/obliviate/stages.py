@@ -224,6 +224,7 @@ def unlearn_to(
 
     ``checkpoints``: the trainer's folder (default: a sibling of ``out``), removed after success;
     ``resume`` continues from the newest complete checkpoint there."""
+    from obliviate.models.card import SCHEDULE
     from obliviate.models.io import load_model, load_tokenizer, read_card, save_model_dir
     from obliviate.training.trainer import run_unlearning
 
@@ -255,7 +256,9 @@ def unlearn_to(
         TINY_TARGET: read_card(source).get(TINY_TARGET),
         "source_model": source,
         "forget_split": cfg.benchmark.forget_split,
+        "forget_records": len(bench.forget),
         "benchmark": cfg.benchmark.name,
+        "schedule": {k: getattr(cfg.unlearn, k) for k in SCHEDULE},
         **info,
     }
     save_model_dir(model, tok, out, card)

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.data.collate import pad_pairs
 from obliviate.eval.scored import ScoredSequence
 from obliviate.models.tokenizer import encode_pair, encode_prompt
+from obliviate.progress import track
 
 
 @dataclass
@@ -53,9 +53,8 @@ def score_pairs(
     order = sorted(unique, key=lambda p: len(encoded[p][0]))
     out: dict[tuple[str, str], ScoredSequence] = {}
     model.eval()
-    for start in tqdm(
-        range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= batch_size
-    ):
+    starts = range(0, len(order), batch_size)
+    for start in track(starts, f"{desc}: {len(order)} sequences", len(starts)):
         chunk = order[start : start + batch_size]
         batch = pad_pairs([encoded[p] for p in chunk], tokenizer.pad_token_id)
         batch = {k: v.to(model.device) for k, v in batch.items()}
@@ -116,9 +115,8 @@ def generate_answers(
     eos = tokenizer.eos_token_id
     out: dict[str, tuple[str, list[int]]] = {}
     model.eval()
-    for start in tqdm(
-        range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= batch_size
-    ):
+    starts = range(0, len(order), batch_size)
+    for start in track(starts, f"{desc}: {len(order)} answers", len(starts)):
         chunk = order[start : start + batch_size]
         width = max(len(prompts[q]) for q in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)

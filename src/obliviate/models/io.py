@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from transformers import (
 )
 
 from obliviate.errors import ModelError
+from obliviate.models.card import CARD_FILE, FULL_MODEL, read_card, write_card  # noqa: F401
 from obliviate.models.checks import (
     check_finite_model,
     check_model_dir,
@@ -26,7 +26,6 @@ from obliviate.models.checks import (
 )
 from obliviate.models.tokenizer import ensure_pad_token
 
-CARD_FILE = "obliviate.json"
 # transformers' messages when use_safetensors=True finds no safetensors (local dir / hub repo)
 NO_SAFETENSORS = ("no file named model.safetensors", "cannot be loaded with `safetensors`")
 
@@ -206,21 +205,8 @@ def save_model_dir(
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=str))
-    (tmp / "README.md").write_text(_card_markdown(card))
+    write_card(tmp, {"artefact": FULL_MODEL, **card})
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
-
-
-def read_card(path: str | Path) -> dict[str, Any]:
-    p = Path(path) / CARD_FILE
-    return json.loads(p.read_text()) if p.is_file() else {}
-
-
-def _card_markdown(card: dict[str, Any]) -> str:
-    lines = ["# obliviate model", ""]
-    for k, v in card.items():
-        lines.append(f"- **{k}**: {v}")
-    return "\n".join(lines) + "\n"

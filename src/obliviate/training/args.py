@@ -36,7 +36,7 @@ def training_arguments(
         weight_decay=opt.weight_decay,
         warmup_steps=warmup_steps,
         lr_scheduler_type=sched,
-        logging_steps=max(1, steps_per_epoch),
+        logging_steps=1,  # every step: the bar's loss, the log file and the card's train_log
         save_strategy="steps" if opt.save_every else "no",
         save_steps=opt.save_every or 500,
         save_total_limit=2,
@@ -47,5 +47,5 @@ def training_arguments(
         bf16=bf16,
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=True,  # obliviate.progress draws the bar
     )

@@ -12,7 +12,7 @@ from obliviate.config import FinetuneConfig
 from obliviate.data.collate import QADataset, SFTCollator
 from obliviate.data.schema import QARecord
 from obliviate.training.args import training_arguments
-from obliviate.training.guard import GuardedTrainer, train
+from obliviate.training.guard import GuardedTrainer, train, train_log
 
 
 def run_finetune(
@@ -45,4 +45,5 @@ def run_finetune(
         "train_seconds": out.metrics.get("train_runtime"),
         "train_loss": out.training_loss,
         "max_grad_norm": trainer.max_grad_norm_seen,
+        "train_log": train_log(trainer.state.log_history),
     }

@@ -9,8 +9,9 @@ and logs on stderr.
   under its work directory; a checkpoint counts only once its ``COMPLETE`` marker is written
   (after every file of it), so a kill while saving never leaves a checkpoint that poses as good.
   :func:`train` resumes from the newest complete one when asked.
-- **Output.** HF's progress callback prints its loss dicts to stdout; here they go to stderr, so a
-  command's stdout holds only its result.
+- **Output.** HF's progress bar and printed loss dicts are replaced by one stage display
+  (:mod:`obliviate.progress`: steps, ETA, loss and learning rate in the bar, on stderr); every
+  logged step goes to the run's log file and to ``log_history`` (the model card's ``train_log``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from obliviate import progress
 from obliviate.cache import CHECKPOINT_PREFIX, COMPLETE
 from obliviate.errors import DivergenceError
 
@@ -54,7 +55,8 @@ class GuardedTrainer(Trainer):
         self.max_grad_norm_seen = 0.0
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
-        self.add_callback(StderrProgress())
+        self.progress = StageProgress(what)
+        self.add_callback(self.progress)
         self.add_callback(CheckpointMarker())
         if os.environ.get(KILL_AT_STEP):
             self.add_callback(KillAtStep(int(os.environ[KILL_AT_STEP])))
@@ -111,10 +113,7 @@ def train(trainer: GuardedTrainer, resume: bool) -> Any:
     try:
         out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     finally:  # a bar left open would print after the command's error line
-        for cb in trainer.callback_handler.callbacks:
-            if isinstance(cb, ProgressCallback) and cb.training_bar is not None:
-                cb.training_bar.close()
-                cb.training_bar = None
+        trainer.progress.close()
     trainer.check_weights()
     return out
 
@@ -151,21 +150,61 @@ def items_consumed(steps: int, n_items: int, batch_size: int, grad_accum: int) -
     return epochs * n_items + min(rest * grad_accum * batch_size, n_items)
 
 
-class StderrProgress(ProgressCallback):
-    """HF's progress bar, with its log lines written to stderr instead of stdout."""
+LOGGED = ("loss", "learning_rate", "grad_norm", "epoch")
+
+
+def train_log(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-step training curve from HF's ``state.log_history`` (the model card's
+    ``train_log``): step, epoch, loss, learning rate and gradient norm of each logged step."""
+    rows = []
+    for entry in log_history:
+        if "loss" not in entry or "step" not in entry:
+            continue  # the end-of-training summary entry
+        row: dict[str, Any] = {"step": int(entry["step"])}
+        for k in LOGGED:
+            v = entry.get(k)
+            if isinstance(v, int | float) and math.isfinite(float(v)):
+                row[k] = round(float(v), 6)
+        rows.append(row)
+    return rows
+
+
+class StageProgress(TrainerCallback):
+    """The run's progress display: one bar (steps, ETA, loss, learning rate); each logged step
+    also goes to the log file."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.stage: progress.Stage | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
+        if state.is_world_process_zero and self.stage is None:
+            self.stage = progress.Stage(self.what)
+            self.stage.begin("", state.max_steps, completed=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        if self.stage is not None:
+            self.stage.update(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
-        if not state.is_world_process_zero or not logs:
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
-        shown = {
-            k: (f"{v:.4g}" if isinstance(v, float) else v)
+        shown = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in logs.items()
             if k != "total_flos"
-        }
-        if self.training_bar is not None:
-            self.training_bar.write(str(shown), file=sys.stderr)
-        else:
-            print(shown, file=sys.stderr)
+        )
+        progress.detail(f"{self.what} step {state.global_step}/{state.max_steps}: {shown}")
+        if self.stage is not None:
+            self.stage.update(
+                state.global_step,
+                info=f"loss {float(logs['loss']):.4g}  lr {float(logs.get('learning_rate', 0)):.2g}",
+            )
+
+    def close(self) -> None:
+        if self.stage is not None:
+            self.stage.close()
+            self.stage = None
 
 
 class CheckpointMarker(TrainerCallback):

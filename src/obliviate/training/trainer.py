@@ -19,7 +19,13 @@ from obliviate.data.schema import QARecord
 from obliviate.methods import UnlearnMethod, build_method
 from obliviate.models.io import load_frozen
 from obliviate.training.args import training_arguments
-from obliviate.training.guard import GuardedTrainer, items_consumed, resume_step, train
+from obliviate.training.guard import (
+    GuardedTrainer,
+    items_consumed,
+    resume_step,
+    train,
+    train_log,
+)
 
 
 class UnlearnTrainer(GuardedTrainer):
@@ -97,6 +103,7 @@ def run_unlearning(
         "train_seconds": out.metrics.get("train_runtime"),
         "train_loss": out.training_loss,
         "max_grad_norm": trainer.max_grad_norm_seen,
+        "train_log": train_log(trainer.state.log_history),
     }
 
 
