@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from mini import MINI
 from model_dirs import edit_json, rewrite_tensors, tiny_model_dir
+from report_dirs import demo_dir
 
 from obliviate.cli import COMMANDS, main
 from obliviate.config import ExperimentConfig
@@ -1018,6 +1019,53 @@ def demo_heads_do_not_divide_width(tmp):
     return built(argv, "is not divisible by model.tiny.num_heads=4")
 
 
+# --- report and compare: run dirs they read -------------------------------------------------
+
+
+@case("run-dir", "report")
+def report_missing_run_dir(tmp):
+    return built(["report", str(tmp / "nowhere")], "run directory", "does not exist")
+
+
+@case("run-dir", "compare")
+def compare_folder_without_runs(tmp):
+    (tmp / "empty").mkdir()
+    return built(["compare", str(tmp / "empty")], "no summary.json in")
+
+
+@case("misread", "report")
+def report_truncated_summary(tmp):
+    run = demo_dir(tmp)
+    (run / "summary.json").write_text('{"rows": [{"model": "ret')
+    return built(["report", str(run)], "summary.json is not valid JSON")
+
+
+@case("run-dir", "report")
+def report_out_under_a_file(tmp):
+    run = demo_dir(tmp)
+    (tmp / "file").write_text("x")
+    return built(["report", str(run), "--out", str(tmp / "file" / "r.html")], "cannot create")
+
+
+@case("cli", "compare")
+def compare_unknown_metric(tmp):
+    run = demo_dir(tmp)
+    return built(["compare", str(run), "--by", "forget_qualty"], "no run has a number for metric")
+
+
+@case("cli", "compare")
+def compare_metric_without_direction(tmp):
+    run = demo_dir(tmp)
+    argv = ["compare", str(run), "--by", "forget_token_entropy"]
+    return built(argv, "has no better direction")
+
+
+@case("cli", "compare")
+def compare_unknown_format(tmp):
+    run = demo_dir(tmp)
+    return built(["compare", str(run), "--format", "xml"], "invalid choice: 'xml'")
+
+
 # --------------------------------------------------------------------------------------------
 # the test
 
@@ -1148,14 +1196,18 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch, capsys, request) -> 
     assert code == spec.code, f"exit {code}, expected {spec.code}: {last}"
     assert out.strip() == "", f"a failed command printed a result: {out[-500:]!r}"
 
-    # nothing half-written: no new path under tmp_path but a resumable stage
+    # nothing half-written: no new path under tmp_path but a resumable stage, and (a run that
+    # diverged, exit 3) the run's log, which records the steps that led there
     new = _tree(tmp_path, cache) - before
+    log = run_dir / "obliviate.log"
+    if spec.code == 3:
+        assert not (run_dir / "model").exists(), "a diverged run wrote a model"
+        assert "diverged" in log.read_text(), "the diverged run's log does not say so"
+        new -= {log, run_dir}
     leftover = sorted(
         str(p.relative_to(tmp_path)) for p in new if not any(map(_resumable, [p, *p.parents]))
     )
     assert not leftover, f"left behind: {leftover}"
-    if spec.code == 3:
-        assert not (run_dir / "model").exists(), "a diverged run wrote a model"
     # the cache: no half-built entries, and (bad input) no model trained or scored before the
     # check; the divergence cases share a cache whose target model is trained on purpose
     assert not [p for p in cache.rglob("*.tmp*")], list(cache.rglob("*.tmp*"))

@@ -93,3 +93,39 @@ def test_second_run_reuses_cached_models(demo_rows, monkeypatch):
     assert [hit for kind, hit in lookups if kind == "finetune"] == [True, True]
     assert all(hit for _, hit in lookups), lookups
     assert (Path(first).parent / ".complete").is_file()
+
+
+def test_demo_writes_its_report_and_model_cards(demo_rows):
+    """The demo's last step: report.html over its five runs (training curves from the model
+    cards included), and each model's README.md naming method, forget set and metrics."""
+    from pathlib import Path
+
+    rows, cfg = demo_rows
+    run = Path(cfg.run_dir)
+    html = (run / "report.html").read_text()
+    assert html.count('<tr data-run="') == len(rows) == 5
+    assert "http://" not in html and "https://" not in html
+    assert "No run logged a curve" not in html  # the cards' train_log became curves
+    npo = rows["npo"]
+    card = json.loads((Path(npo["model_path"]) / "obliviate.json").read_text())
+    assert card["artefact"] == "full model" and len(card["train_log"]) == card["steps"]
+    assert card["evaluation"]["metrics"]["forget_quality"] == npo["forget_quality"]
+    readme = (Path(npo["model_path"]) / "README.md").read_text()
+    for needle in ("full model", "`npo`", "`forget10`", "| `beta` |", "forget quality ↑"):
+        assert needle in readme, needle
+
+
+def test_demo_report_works_in_chromium(demo_rows):
+    from pathlib import Path
+
+    from browser import check_report_in_browser
+    from test_report_browser import ARTIFACTS, need_browser
+
+    need_browser()
+    rows, cfg = demo_rows
+    names = ["retain", "target", "ga", "graddiff", "npo"]
+    seen = check_report_in_browser(
+        Path(cfg.run_dir) / "report.html", names, ARTIFACTS / "demo-report.png"
+    )
+    assert seen["metrics_rows"] == 5 and seen["images"] >= 3  # trade-off, bars, curves
+    assert seen["samples"] > 100 and 0 < seen["search_rows"] < seen["samples"]

@@ -24,6 +24,8 @@ COMMANDS = {
     "finetune": "fine-tune the tiny model on the full set (target) or the retain set",
     "unlearn": "run an unlearning method and save the model to <run_dir>/model",
     "eval": "evaluate a model dir: per-sample JSON under <run_dir>/eval and <run_dir>/summary.json",
+    "report": "write one self-contained HTML report (plots, metric table, per-sample browser) of run dirs",
+    "compare": "print a leaderboard of run dirs ranked by one metric (table, Markdown or CSV)",
     "methods": "list the registered unlearning methods",
     "metrics": "list the registered metrics (what each reads, where it applies)",
     "benchmarks": "list the registered benchmarks",
@@ -64,11 +66,36 @@ def _command_parser(name: str) -> argparse.ArgumentParser:
     sp = _Parser(prog=f"obliviate {name}", description=COMMANDS[name])
     if name in ("methods", "metrics", "benchmarks", "configs"):
         return sp
+    if name in ("report", "compare"):
+        sp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run dirs (demo or eval)")
+        if name == "report":
+            sp.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
+            return sp
+        sp.add_argument("--by", default="forget_quality", help="metric to rank by")
+        sp.add_argument(
+            "--format", choices=["table", "markdown", "csv"], default="table", dest="fmt"
+        )
+        sp.add_argument("--columns", help="comma-separated metrics to show beside --by")
+        order = sp.add_mutually_exclusive_group()
+        order.add_argument("--ascending", action="store_true", default=None, help="lower is better")
+        order.add_argument(
+            "--descending",
+            dest="ascending",
+            action="store_false",
+            default=None,
+            help="higher is better",
+        )
+        return sp
     sp.add_argument(
         "items",
         nargs="*",
         metavar="CONFIG|key=value",
         help="YAML files / shipped config names, then overrides",
+    )
+    sp.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (status lines only; also OBLIVIATE_PROGRESS=0)",
     )
     if name in ("finetune", "unlearn", "eval"):
         sp.add_argument(
@@ -151,6 +178,23 @@ def run(argv: list[str] | None = None) -> int:
 
         print("\n".join(shipped_configs()))
         return 0
+    if args.command == "report":
+        from obliviate.report import write_report
+
+        print(write_report(args.runs, args.out))
+        return 0
+    if args.command == "compare":
+        from obliviate.report import leaderboard, load_runs
+
+        columns = (
+            [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        )
+        print(leaderboard(load_runs(args.runs), args.by, args.fmt, columns, args.ascending))
+        return 0
+    if args.no_progress:
+        from obliviate import progress
+
+        progress.set_enabled(False)
 
     cfg = _load(args.items)
     from obliviate import api

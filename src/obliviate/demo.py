@@ -18,6 +18,8 @@ from obliviate.experiment import Experiment
 from obliviate.methods import get_method
 from obliviate.runs import staged_run
 
+REPORT = "report.html"
+
 COLUMNS = [
     ("model", "model", "{}"),
     ("forget_quality", "forget quality", "{:.2e}"),
@@ -83,14 +85,20 @@ def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     stages.require_tiny_model(exp, "trains and unlearns")
     configs = {m: method_config(cfg, m) for m in cfg.demo.methods}  # all checked before training
     names = ["retain", "target", *cfg.demo.methods]
-    owns = ["config.yaml", "summary.json", "table.txt", *names, *_previous_rows(run)]
+    owns = ["config.yaml", "summary.json", "table.txt", REPORT, *names, *_previous_rows(run)]
     with staged_run(run, "demo", owns, "summary.json", overwrite=True) as st:
         exp.benchmark  # noqa: B018 - the data is checked before any training
-        rows = _run(exp, configs, st.out, t0)
+        rows = _run(exp, configs, st.out, run, t0)
+    for r in rows:  # once the results are in their final place
+        api.record_card_metrics(r["model_path"], r, run / r["model"], quiet=True)
+    from obliviate.report import write_report
+
+    report = write_report([run], run / REPORT)
     api.log(
         f"done in {time.perf_counter() - t0:.0f}s; results in {run}/ (per-sample JSON under <model>/eval/)"
     )
     print((run / "table.txt").read_text(), end="")
+    print(f"report: {report}")
     return rows
 
 
@@ -104,8 +112,9 @@ def _previous_rows(run: Path) -> list[str]:
 
 
 def _run(
-    exp: Experiment, configs: dict[str, ExperimentConfig], out: Path, t0: float
+    exp: Experiment, configs: dict[str, ExperimentConfig], out: Path, final: Path, t0: float
 ) -> list[dict[str, Any]]:
+    """Train and score every model into ``out`` (the stage of the run dir ``final``)."""
     cfg = exp.cfg
     api.write_config(cfg, out)
     steps = 2 + 2 * len(cfg.demo.methods) + 2
@@ -132,9 +141,12 @@ def _run(
             reference=reference,
             is_reference=(name == "retain"),
             record_config=False,
+            record_card=False,
         )
         if name == "retain":
-            reference = api.read_reference(out / "retain", exp.benchmark)
+            saved = api.read_reference(out / "retain", exp.benchmark)
+            # named by where it will be once the demo's outputs are in place
+            reference = dataclasses.replace(saved, source=f"saved evaluation {final / 'retain'}")
         rows.append({**summary, "model": name, "model_path": path})
     api.write_json(
         out / "summary.json", {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
