@@ -184,6 +184,7 @@ ROLES = {"forget": "forget", "retain": "retain", "general": "utility", "holdout"
         ("forget_paraphrased_rouge_l_recall", "down"),
         ("forget_paraphrased_prob", "down"),
         ("forget_truth_ratio", "up"),
+        ("forget_paraphrased_truth_ratio", "up"),
         ("forget_token_entropy", None),
         ("retain_rouge", "up"),
         ("retain_truth_ratio", "up"),
@@ -570,9 +571,9 @@ def test_report_escapes_data_and_embeds_parseable_json(page):
         "npo forgot item 1: nothing about it",
     ]
     assert s["rouge"] == [1.0, 0.2, 0.2, 0.2]
-    assert by_key[("holdout", 0)]["gen"] == [None] * 4
-    assert len(data["samples"]) == len(p.sample_splits) == 4 + 3 + 1
-    assert p.sample_splits == ["forget"] * 4 + ["retain"] * 3 + ["holdout"]
+    assert ("holdout", 0) not in by_key  # scored only: nothing to compare side by side
+    assert len(data["samples"]) == len(p.sample_splits) == 4 + 3
+    assert p.sample_splits == ["forget"] * 4 + ["retain"] * 3
     assert "before (target)" in text and "ga forgot item 0" in text
 
 
@@ -661,3 +662,39 @@ def test_write_report_default_for_several_paths_is_the_working_dir(tmp_path, mon
 def test_importing_the_package_does_not_import_matplotlib():
     code = "import sys, obliviate.report; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_hub_model_eval_runs_get_target_and_retain_from_their_links(tmp_path):
+    """Eval runs of models obliviate did not fine-tune carry no role in their card: the target
+    is the model an unlearned run names as its source, the retain model the saved evaluation a
+    run's forget quality was measured against."""
+    target = eval_dir(tmp_path, "tgt", row="target", card={})
+    retain = eval_dir(tmp_path, "ret", row="retain", card={}, forget_quality_reference="given")
+    card = {"stage": "unlearn", "method": "npo", "source_model": str(target / "model")}
+    ref = f"saved evaluation {retain}"
+    unlearned = eval_dir(tmp_path, "un", row="npo", card=card, forget_quality_reference=ref)
+    roles = {r.name: r.role for r in load_runs([target, retain, unlearned])}
+    assert roles == {"tgt": "target", "ret": "retain", "un": "unlearned"}
+    # without the unlearned run nothing links them: no role is invented
+    assert {r.role for r in load_runs([target, retain])} == {"unlearned"}
+
+
+def test_sample_browser_pairs_rows_by_question_and_skips_scored_only_splits(tmp_path):
+    """Two runs scored on different retain subsets: a row's answers are paired only where the
+    question is the same; holdout (no generations) is not browsed; MUSE's ROUGE-L F1 is shown
+    where recall is absent."""
+    from obliviate.report.html import sample_data
+
+    run = demo_dir(tmp_path, rows=["target", "npo"])
+    rows = json.loads((run / "npo" / "eval" / "retain.json").read_text())
+    rows[0]["question"] = "A question only npo was asked?"
+    for r in rows:
+        r["rouge_l_f1"] = r.pop("rouge_l_recall")
+    (run / "npo" / "eval" / "retain.json").write_text(json.dumps(rows))
+    data = sample_data(load_runs([run]))
+    assert "holdout" not in data["splits"]
+    first = [s for s in data["samples"] if s["split"] == "retain" and s["index"] == 0]
+    assert len(first) == 2  # the target's question and npo's, each with one run's answer
+    assert sorted(sum(g is not None for g in s["gen"]) for s in first) == [1, 1]
+    paired = [s for s in data["samples"] if s["split"] == "retain" and s["index"] == 1]
+    assert len(paired) == 1 and paired[0]["rouge"][1] == rows[1]["rouge_l_f1"]

@@ -343,7 +343,8 @@ def _evaluate(
     summary["eval_seconds"] = seconds
     summary["eval_cache_hit"] = hit
     summary["passes"] = result.passes
-    summary["model"] = path
+    local = Path(path).expanduser()
+    summary["model"] = str(local.resolve()) if local.is_dir() else path  # reports find its card
     summary["benchmark"] = exp.cfg.benchmark.name
     summary["split_roles"] = {r.name: r.role for r in result.splits}
     summary["forget_quality_reference"] = ref.source

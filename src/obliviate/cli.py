@@ -189,7 +189,8 @@ def run(argv: list[str] | None = None) -> int:
         columns = (
             [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
         )
-        print(leaderboard(load_runs(args.runs), args.by, args.fmt, columns, args.ascending))
+        board = leaderboard(load_runs(args.runs), args.by, args.fmt, columns, args.ascending)
+        print(board, end="" if board.endswith("\n") else "\n")
         return 0
     if args.no_progress:
         from obliviate import progress

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from obliviate import api, stages
+from obliviate import api, progress, stages
 from obliviate.config import ExperimentConfig, apply_method_block, from_dict
 from obliviate.errors import ConfigError
 from obliviate.experiment import Experiment
 from obliviate.methods import get_method
 from obliviate.runs import staged_run
+from obliviate.tables import aligned
 
 REPORT = "report.html"
 
@@ -89,14 +90,15 @@ def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     with staged_run(run, "demo", owns, "summary.json", overwrite=True) as st:
         exp.benchmark  # noqa: B018 - the data is checked before any training
         rows = _run(exp, configs, st.out, run, t0)
-    for r in rows:  # once the results are in their final place
-        api.record_card_metrics(r["model_path"], r, run / r["model"], quiet=True)
     from obliviate.report import write_report
 
-    report = write_report([run], run / REPORT)
-    api.log(
-        f"done in {time.perf_counter() - t0:.0f}s; results in {run}/ (per-sample JSON under <model>/eval/)"
-    )
+    with progress.log_file(run):  # once the results are in their final place
+        for r in rows:
+            api.record_card_metrics(r["model_path"], r, run / r["model"], quiet=True)
+        report = write_report([run], run / REPORT)
+        api.log(
+            f"done in {time.perf_counter() - t0:.0f}s; results in {run}/ (per-sample JSON under <model>/eval/)"
+        )
     print((run / "table.txt").read_text(), end="")
     print(f"report: {report}")
     return rows
@@ -168,11 +170,4 @@ def format_table(
             v = r.get(key)
             cells.append(fmt.format(v) if isinstance(v, int | float) or key == "model" else "-")
         body.append(cells)
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-
-    def line(cells: list[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in pairs)
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(head), sep, *(line(b) for b in body)])
+    return aligned(head, body)

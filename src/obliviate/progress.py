@@ -28,6 +28,8 @@ _show: bool | None = None  # None: decide from the terminal and the environment
 _log: IO[str] | None = None
 _log_path: Path | None = None
 _stage: Stage | None = None
+_live: Stage | None = None  # the one stage drawing a bar (rich allows one live display)
+_written = 0  # bytes this command appended to the log file
 
 
 def set_enabled(show: bool | None) -> None:
@@ -37,7 +39,15 @@ def set_enabled(show: bool | None) -> None:
     _show = show
 
 
+def main_process() -> bool:
+    """False in the non-zero ranks of a multi-process launch: they neither draw nor write the
+    log (rank 0 does, once)."""
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) in ("", "0")
+
+
 def enabled() -> bool:
+    if not main_process():
+        return False
     if _show is not None:
         return _show
     if os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off"):
@@ -52,8 +62,8 @@ def log(msg: str) -> None:
     """A status line: on stderr (above any live bar) and in the run's log file."""
     line = f"[obliviate] {msg}"
     _to_file(line)
-    if _stage is not None and _stage.live is not None:
-        _stage.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if _live is not None and _live.live is not None:
+        _live.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
     else:
         print(line, file=sys.stderr, flush=True)
 
@@ -64,11 +74,14 @@ def detail(msg: str) -> None:
 
 
 def _to_file(line: str) -> None:
+    global _written
     if _log is None:
         return
+    text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n"
     try:
-        _log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        _log.write(text)
         _log.flush()
+        _written += len(text.encode("utf-8"))
     except OSError:  # a full disk must not stop the run over its log
         pass
 
@@ -79,9 +92,10 @@ def log_file(
 ) -> Iterator[Path | None]:
     """Append this command's lines to ``<run_dir>/obliviate.log`` while the block runs. Nested
     calls (the demo evaluating into its own run dir) keep the outermost file. When the block
-    fails with an error ``discard_on`` accepts (refused input), the file is put back as it was."""
-    global _log, _log_path
-    if _log is not None:
+    fails with an error ``discard_on`` accepts (refused input), the file is put back as it was
+    (unless another process appended to it meanwhile). Only the main process writes it."""
+    global _log, _log_path, _written
+    if _log is not None or not main_process():
         yield _log_path
         return
     path = Path(run_dir) / LOG_NAME
@@ -91,14 +105,14 @@ def log_file(
     except OSError:
         yield None
         return
-    _log, _log_path = fh, path
+    _log, _log_path, _written = fh, path, 0
     detail(f"$ obliviate {' '.join(sys.argv[1:])}" if sys.argv else "$ obliviate")
     try:
         yield path
     except BaseException as e:
         if discard_on is not None and discard_on(e):
             fh.close()
-            _rollback(path, size)
+            _rollback(path, size, _written)
         else:
             detail(f"failed: {type(e).__name__}: {e}")
         raise
@@ -107,8 +121,11 @@ def log_file(
         fh.close()
 
 
-def _rollback(path: Path, size: int | None) -> None:
+def _rollback(path: Path, size: int | None, written: int) -> None:
+    """Undo this command's appends, if the file holds nothing else new."""
     try:
+        if path.stat().st_size != (size or 0) + written:
+            return  # another process wrote to it too: leave it
         if size is None:
             path.unlink(missing_ok=True)
         else:
@@ -124,10 +141,11 @@ class Stage:
     """One stage's display: a single bar whose total and label follow the stage's current pass."""
 
     def __init__(self, title: str, total: int | None = None) -> None:
+        global _live
         self.title = title
         self.live: Any = None
         self.task: Any = None
-        if enabled():
+        if enabled() and _live is None:  # a stage inside a drawn one is not drawn
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -153,9 +171,11 @@ class Stage:
                 text("{task.fields[info]}"),
                 console=Console(stderr=True),
                 transient=False,
+                redirect_stdout=False,  # stdout is the command's result, never the display's
             )
             self.live.start()
             self.task = self.live.add_task(title, total=total, info="")
+            _live = self
 
     def begin(self, what: str, total: int, completed: int = 0) -> None:
         """Start a pass of ``total`` steps (``what``: e.g. ``scoring 730 sequences``)."""
@@ -173,27 +193,38 @@ class Stage:
             fields = {} if info is None else {"info": info}
             self.live.update(self.task, completed=completed, **fields)
 
-    def close(self) -> None:
-        """Leave the bar full, under the stage's title, with its last loss / learning rate."""
+    def close(self, ok: bool = True) -> None:
+        """Stop the bar: when ``ok``, left full under the stage's title with its last loss and
+        learning rate; on failure, where it stopped."""
+        global _live
         if self.live is None:
             return
-        task = self.live.tasks[0]
-        total = task.total if task.total is not None else 1  # a stage without steps: done
-        self.live.update(self.task, description=self.title, total=total, completed=total)
+        if ok:
+            task = self.live.tasks[0]
+            total = task.total if task.total is not None else 1  # a stage without steps: done
+            self.live.update(self.task, description=self.title, total=total, completed=total)
         self.live.stop()
         self.live = None
+        if _live is self:
+            _live = None
 
 
 @contextmanager
 def stage(title: str, total: int | None = None) -> Iterator[Stage]:
-    """The display of one stage; passes inside it (:func:`track`) reuse its bar."""
+    """The display of one stage; passes inside it (:func:`track`) reuse its bar. Inside a stage
+    that is drawn already, that stage's bar serves."""
     global _stage
+    if _live is not None:
+        yield _live
+        return
     outer, st = _stage, Stage(title, total)
     _stage = st
+    ok = False
     try:
         yield st
+        ok = True
     finally:
-        st.close()
+        st.close(ok)
         _stage = outer
 
 

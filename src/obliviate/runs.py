@@ -95,14 +95,15 @@ def staged_run(
     run = Path(run).expanduser()
     created = _make_run_dir(run)
     try:
+        _clear_trash(run)
+        if (run / finished).exists() and not overwrite:
+            raise ConfigError(
+                f"{run} already holds results", "choose another run_dir or pass --overwrite"
+            )
+        stage = Stage(run, run / f".partial-{command}", resumed=False)
+        _claim(stage, command, resume)
+        # the log opens once the run dir is this command's (a refused start never touches it)
         with progress.log_file(run, discard_on=_bad_input):
-            _clear_trash(run)
-            if (run / finished).exists() and not overwrite:
-                raise ConfigError(
-                    f"{run} already holds results", "choose another run_dir or pass --overwrite"
-                )
-            stage = Stage(run, run / f".partial-{command}", resumed=False)
-            _claim(stage, command, resume)
             try:
                 yield stage
             except BaseException:
@@ -197,15 +198,18 @@ def _read_pid(f: Path) -> int | None:
 
 def model_fingerprint(path: str) -> str | None:
     """SHA-256 over a local model dir's files (names + bytes), leaving out the model card (its
-    metrics are added after an evaluation); None for a hub id."""
+    metrics are added after an evaluation) and hidden files at its top; None for a hub id."""
     from obliviate.models.card import CARD_FILES
 
     root = Path(path)
     if not root.is_dir():
         return None
     h = hashlib.sha256()
-    card = {root / name for name in CARD_FILES}
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and p not in card):
+
+    def counted(p: Path) -> bool:  # not the card, nor a card update's temp file
+        return p.is_file() and not (p.parent == root and (p.name in CARD_FILES or p.name[0] == "."))
+
+    for f in sorted(filter(counted, root.rglob("*"))):
         h.update(str(f.relative_to(root)).encode() + b"\0")
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):

@@ -11,6 +11,7 @@ cached evaluation.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ SCHEDULE = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_length
 def read_card(path: str | Path) -> dict[str, Any]:
     """A model dir's ``obliviate.json`` ({} when it has none or it is unreadable)."""
     try:
-        card = json.loads((Path(path) / CARD_FILE).read_text())
+        card = json.loads((Path(path) / CARD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return card if isinstance(card, dict) else {}
@@ -172,13 +173,13 @@ def _value(v: Any) -> str:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

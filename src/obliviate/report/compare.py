@@ -19,6 +19,7 @@ from obliviate.report.directions import (
     reference_value,
 )
 from obliviate.report.runs import Run
+from obliviate.tables import aligned
 
 FORMATS = ("table", "markdown", "csv")
 
@@ -114,7 +115,9 @@ def leaderboard(
         ["-" if n is None else str(n), r.name, r.role] + [_shown(k, r.summary.get(k)) for k in keys]
         for n, r in ranked
     ]
-    return _markdown(head, body) if fmt == "markdown" else _aligned(head, body)
+    if fmt == "markdown":
+        return _markdown(head, body)
+    return aligned(head, body, left=(1, 2)) + "\n"  # run and role are text
 
 
 def _raw(v: Any) -> str:
@@ -125,22 +128,6 @@ def _raw(v: Any) -> str:
 
 def _shown(key: str, v: Any) -> str:
     return format_value(key, v) if is_number(v) else "-"
-
-
-def _aligned(head: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
-    text_cols = {1, 2}  # run and role: left-aligned; numbers right-aligned
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.ljust(w) if i in text_cols else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    return (
-        "\n".join([line(head), "  ".join("-" * w for w in widths), *(line(r) for r in body)]) + "\n"
-    )
 
 
 def _markdown(head: list[str], body: list[list[str]]) -> str:

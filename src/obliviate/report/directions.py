@@ -118,7 +118,7 @@ def direction(key: str, split_roles: Mapping[str, str]) -> str | None:
         return None
     if role in FORGET_ROLES:
         # forget truth ratio is mean min(R, 1/R): 1 = no preference for the true answer (TOFU)
-        return "up" if agg == "truth_ratio" else "down"
+        return "up" if agg.endswith("truth_ratio") else "down"
     if role in KEEP_ROLES:
         return "up"
     return None

@@ -33,6 +33,10 @@ from obliviate.report.directions import (
 )
 from obliviate.report.runs import Run, load_runs
 
+MAX_SAMPLES = 2000
+"""Rows per split shown in the sample browser (the report stays a few MB on TOFU-sized splits)."""
+MAX_TEXT = 2000
+"""Characters kept of one question, answer or generation (MUSE prompts hold whole passages)."""
 ROLE_ORDER = {"forget": 0, "verbmem": 0, "knowmem_forget": 0, "retain": 1, "knowmem_retain": 1}
 ROLE_ORDER |= {"utility": 2, "holdout": 3}
 
@@ -53,7 +57,8 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _text(v: Any) -> str:
-    return "" if v is None else str(v)
+    t = "" if v is None else str(v)
+    return t if len(t) <= MAX_TEXT else t[:MAX_TEXT] + " […]"
 
 
 # ------------------------------------------------------------------------------ sections
@@ -236,23 +241,27 @@ def sample_data(runs: list[Run]) -> dict[str, Any]:
     order = sorted(range(len(runs)), key=lambda i: i != target)  # target's texts first
     for i in order:
         for split, rows in runs[i].samples().items():
-            for pos, row in enumerate(rows):
-                idx = row.get("index", pos)
-                idx = idx if isinstance(idx, int | str) and not isinstance(idx, bool) else pos
-                entry = table.get((split, idx))
+            if not any("generation" in row for row in rows[:50]):
+                continue  # nothing to show side by side (scored-only splits, raw documents)
+            for pos, row in enumerate(rows[:MAX_SAMPLES]):
+                q = _question(row)
+                # rows pair by position and question, so runs scored on different subsets of a
+                # split never show one question's answer under another's
+                entry = table.get((split, pos, q))
                 if entry is None:
-                    entry = table[(split, idx)] = {
+                    entry = table[(split, pos, q)] = {
                         "split": split,
-                        "index": idx,
-                        "q": _question(row),
+                        "index": pos,
+                        "q": q,
                         "a": _answer(row),
                         "gen": [None] * len(runs),
                         "rouge": [None] * len(runs),
                     }
                 gen = row.get("generation")
                 entry["gen"][i] = None if gen is None else _text(gen)
-                entry["rouge"][i] = _number_or_none(row.get("rouge_l_recall"))
-    splits = sorted({s for s, _ in table}, key=lambda s: _split_key(s, roles.get(s, "")))
+                rouge = row.get("rouge_l_recall", row.get("rouge_l_f1"))
+                entry["rouge"][i] = _number_or_none(rouge)
+    splits = sorted({k[0] for k in table}, key=lambda s: _split_key(s, roles.get(s, "")))
     rank = {s: n for n, s in enumerate(splits)}
 
     def order_key(e: dict[str, Any]) -> tuple[int, float, str]:

@@ -28,6 +28,7 @@ STYLE = {
     "grid.linewidth": 0.6,
     "legend.fontsize": 8,
     "legend.frameon": False,
+    "text.parse_math": False,  # a run named "a$b$" is text, not TeX
 }
 
 

@@ -197,8 +197,39 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
                 runs.append(r)
     if not runs:
         raise ConfigError(f"no runs found in {', '.join(str(p) for p in paths)}", FIX)
+    _infer_anchors(runs)
     _disambiguate(runs)
     return runs
+
+
+def _resolved(p: Any) -> Path | None:
+    if not isinstance(p, str | Path) or not str(p):
+        return None
+    try:
+        return Path(p).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def _infer_anchors(runs: list[Run]) -> None:
+    """Eval runs of models obliviate did not fine-tune (a hub or TOFU model) carry no role in
+    their card: the target is the model another run was unlearned from (its card's
+    ``source_model``), the retain model the one a run's forget quality was measured against."""
+    by_model = {_resolved(r.summary.get("model")): r for r in runs}
+    by_path = {_resolved(r.path): r for r in runs}
+    by_model.pop(None, None)
+    for r in runs:
+        source = by_model.get(_resolved(r.card.get("source_model")))
+        if source is not None and source is not r and source.role == "unlearned":
+            source.role = "target"
+        ref = r.summary.get("forget_quality_reference")
+        if not isinstance(ref, str):
+            continue
+        for prefix, table in (("retain model ", by_model), ("saved evaluation ", by_path)):
+            if ref.startswith(prefix):
+                other = table.get(_resolved(ref[len(prefix) :]))
+                if other is not None and other is not r and other.role == "unlearned":
+                    other.role = "retain"
 
 
 def _disambiguate(runs: list[Run]) -> None:

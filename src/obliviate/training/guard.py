@@ -110,10 +110,12 @@ def train(trainer: GuardedTrainer, resume: bool) -> Any:
     then the final-weights check. Returns HF's ``TrainOutput``."""
     work = Path(trainer.args.output_dir)
     ckpt = latest_checkpoint(work) if resume else None
+    ok = False
     try:
         out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        ok = True
     finally:  # a bar left open would print after the command's error line
-        trainer.progress.close()
+        trainer.progress.close(ok)
     trainer.check_weights()
     return out
 
@@ -201,9 +203,9 @@ class StageProgress(TrainerCallback):
                 info=f"loss {float(logs['loss']):.4g}  lr {float(logs.get('learning_rate', 0)):.2g}",
             )
 
-    def close(self) -> None:
+    def close(self, ok: bool = True) -> None:
         if self.stage is not None:
-            self.stage.close()
+            self.stage.close(ok)
             self.stage = None
 
 

@@ -1,0 +1,18 @@
+"""Plain-text tables for the terminal: the demo's results and ``obliviate compare``."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+
+def aligned(head: list[str], body: list[list[str]], left: Collection[int] = (0,)) -> str:
+    """Columns padded to their widest cell, two spaces apart, a dashed rule under the header;
+    the columns in ``left`` are left-aligned (text), the rest right-aligned (numbers)."""
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in pairs).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(head), rule, *(line(r) for r in body)])
