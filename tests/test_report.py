@@ -698,3 +698,13 @@ def test_sample_browser_pairs_rows_by_question_and_skips_scored_only_splits(tmp_
     assert sorted(sum(g is not None for g in s["gen"]) for s in first) == [1, 1]
     paired = [s for s in data["samples"] if s["split"] == "retain" and s["index"] == 1]
     assert len(paired) == 1 and paired[0]["rouge"][1] == rows[1]["rouge_l_f1"]
+
+
+def test_run_names_are_plain_text_in_plots(tmp_path):
+    """A '$' in a run name would start matplotlib mathtext; a malformed one must not break
+    the report."""
+    runs = load_runs([demo_dir(tmp_path)])
+    runs[2].name = r"ga $\notacommand{$ lr=1e-5"
+    for png in (plots.tradeoff(runs), plots.metric_bars(runs, ["forget_quality"])):
+        assert png is not None and png.startswith(b"\x89PNG")
+    assert plots.curves(runs).startswith(b"\x89PNG")

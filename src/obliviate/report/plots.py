@@ -28,7 +28,6 @@ STYLE = {
     "grid.linewidth": 0.6,
     "legend.fontsize": 8,
     "legend.frameon": False,
-    "text.parse_math": False,  # a run named "a$b$" is text, not TeX
 }
 
 
@@ -44,6 +43,11 @@ def colors(runs: list[Run]) -> dict[str, str]:
             out[r.name] = PALETTE[i % len(PALETTE)]
             i += 1
     return out
+
+
+def _plain(text: str) -> str:
+    """A run name shown as typed: ``$`` would start matplotlib mathtext (tick labels keep it)."""
+    return text.replace("$", r"\$")
 
 
 def _figure(width: float, height: float) -> Any:
@@ -125,10 +129,10 @@ def tradeoff(runs: list[Run]) -> bytes | None:
                 edgecolor="white",
                 linewidth=0.8,
                 zorder=3,
-                label=f"{r.name} ({r.role})",
+                label=_plain(f"{r.name} ({r.role})"),
             )
             ax.annotate(
-                r.name,
+                _plain(r.name),
                 (x, y),
                 xytext=(6, 5),
                 textcoords="offset points",
@@ -210,7 +214,7 @@ def metric_bars(runs: list[Run], keys: list[str]) -> bytes | None:
             ax.margins(x=0.22)
             d = direction(key, roles)
             ax.set_title(f"{key} {ARROWS[d]}" if d else key, loc="left")
-            ax.set_yticks(ypos, names)
+            ax.set_yticks(ypos, [_plain(n) for n in names])
         grid.flat[0].invert_yaxis()  # shared: the first run on top everywhere
         return _png(fig)
 
@@ -289,7 +293,7 @@ def curves(runs: list[Run]) -> bytes | None:
                     marker=marker,
                     markersize=3,
                     linewidth=1.4,
-                    label=run,
+                    label=_plain(run),
                 )
             ax.set_title(name, loc="left")
             ax.set_xlabel(plot["xlabel"])
