@@ -17,8 +17,8 @@ import pytest
 from report_dirs import ESCAPE_QUESTION, NUMBERS, demo_dir, eval_dir
 
 from obliviate.errors import ConfigError
+from obliviate.eval.directions import direction, format_value, headline_keys, metric_keys
 from obliviate.report import Run, leaderboard, load_runs, plots, render_report, write_report
-from obliviate.report.directions import direction, format_value, headline_keys, metric_keys
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -641,7 +641,7 @@ def test_write_report_leaves_nothing_on_bad_input(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("obliviate.report.html.os.replace", fail)
+    monkeypatch.setattr("obliviate.runs.os.replace", fail)
     with pytest.raises(ConfigError) as e:
         write_report([d], out)
     assert "No space left" in one_line_config_error(e)

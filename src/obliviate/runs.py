@@ -19,12 +19,21 @@ from obliviate.errors import ConfigError, ObliviateError
 from obliviate.experiment import log
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temp file, then rename)."""
+def write_text(path: Path, text: str) -> None:
+    """Atomic UTF-8 text write: a hidden ``.<name>.tmp<pid>`` beside ``path``, then a rename, so
+    a reader sees the old file or the new one, never half of one. Raises OSError."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write."""
+    write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True))
 
 
 def _json_default(o: Any) -> Any:
@@ -37,10 +46,7 @@ def _json_default(o: Any) -> Any:
 
 def write_config(cfg: ExperimentConfig, run: Path) -> None:
     """``<run>/config.yaml``: the fully resolved config that produced the run."""
-    run.mkdir(parents=True, exist_ok=True)
-    tmp = run / "config.yaml.tmp"
-    tmp.write_text(dump_yaml(cfg))
-    os.replace(tmp, run / "config.yaml")
+    write_text(run / "config.yaml", dump_yaml(cfg))
 
 
 @dataclass

@@ -11,11 +11,12 @@ cached evaluation.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+from obliviate.eval.directions import ARROWS, direction, is_number
 
 CARD_FILE = "obliviate.json"
 README = "README.md"
@@ -24,18 +25,19 @@ FULL_MODEL = "full model"
 """The artefact kind of a complete HF model dir (safetensors weights + config + tokenizer)."""
 
 HEADLINE = (
-    ("forget_quality", "forget quality", "{:.3g}", "↑"),
-    ("model_utility", "model utility", "{:.3f}", "↑"),
-    ("forget_rouge", "forget ROUGE", "{:.3f}", "↓"),
-    ("forget_prob", "forget prob", "{:.3f}", "↓"),
-    ("retain_rouge", "retain ROUGE", "{:.3f}", "↑"),
-    ("retain_prob", "retain prob", "{:.3f}", "↑"),
-    ("privleak", "PrivLeak", "{:.1f}", "→ 0"),
-    ("verbmem_f", "VerbMem (forget)", "{:.3f}", "↓"),
-    ("knowmem_forget_f", "KnowMem (forget)", "{:.3f}", "↓"),
-    ("knowmem_retain_f", "KnowMem (retain)", "{:.3f}", "↑"),
+    ("forget_quality", "forget quality", "{:.3g}"),
+    ("model_utility", "model utility", "{:.3f}"),
+    ("forget_rouge", "forget ROUGE", "{:.3f}"),
+    ("forget_prob", "forget prob", "{:.3f}"),
+    ("retain_rouge", "retain ROUGE", "{:.3f}"),
+    ("retain_prob", "retain prob", "{:.3f}"),
+    ("privleak", "PrivLeak", "{:.1f}"),
+    ("verbmem_f", "VerbMem (forget)", "{:.3f}"),
+    ("knowmem_forget_f", "KnowMem (forget)", "{:.3f}"),
+    ("knowmem_retain_f", "KnowMem (retain)", "{:.3f}"),
 )
-"""(summary key, label, format, better direction) of the metrics a card shows when present."""
+"""(summary key, label, format) of the metrics a card shows when present; the better direction
+comes from :mod:`obliviate.eval.directions`."""
 SCHEDULE = ("lr", "epochs", "max_steps", "batch_size", "grad_accum", "max_length", "seed")
 
 
@@ -50,9 +52,11 @@ def read_card(path: str | Path) -> dict[str, Any]:
 
 def write_card(model_dir: str | Path, card: dict[str, Any]) -> None:
     """Write both card files into ``model_dir`` (each atomically)."""
+    from obliviate.runs import write_text
+
     d = Path(model_dir)
-    _atomic_write(d / CARD_FILE, json.dumps(card, indent=2, default=str) + "\n")
-    _atomic_write(d / README, card_markdown(card))
+    write_text(d / CARD_FILE, json.dumps(card, indent=2, default=str) + "\n")
+    write_text(d / README, card_markdown(card))
 
 
 def record_evaluation(model_dir: str | Path, summary: dict[str, Any], run_dir: str | Path) -> bool:
@@ -62,7 +66,7 @@ def record_evaluation(model_dir: str | Path, summary: dict[str, Any], run_dir: s
     card = read_card(d)
     if not card or not os.access(d, os.W_OK):
         return False
-    headline = {k: summary[k] for k, *_ in HEADLINE if _number(summary.get(k))}
+    headline = {k: summary[k] for k, *_ in HEADLINE if is_number(summary.get(k))}
     card["evaluation"] = {
         "benchmark": summary.get("benchmark"),
         "run_dir": str(Path(run_dir).resolve()),
@@ -99,9 +103,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         facts += [("Parameters", f"{card.get('parameters', '?'):,}")]
     if "steps" in card:
         loss = card.get("train_loss")
-        loss_s = f", mean training loss {loss:.4g}" if _number(loss) else ""
+        loss_s = f", mean training loss {loss:.4g}" if is_number(loss) else ""
         secs = card.get("train_seconds")
-        secs_s = f" in {secs:.1f} s" if _number(secs) else ""
+        secs_s = f" in {secs:.1f} s" if is_number(secs) else ""
         facts.append(("Training", f"{card['steps']} optimiser steps{secs_s}{loss_s}"))
     lines += [f"- **{k}**: {v}" for k, v in facts]
     if stage == "unlearn":
@@ -158,8 +162,9 @@ def _metrics_lines(ev: Any) -> list[str]:
         "| metric | value |",
         "| --- | --- |",
     ]
-    for key, label, fmt, arrow in HEADLINE:
-        if _number(metrics.get(key)):
+    for key, label, fmt in HEADLINE:
+        if is_number(metrics.get(key)):
+            arrow = ARROWS.get(direction(key, {}), "")
             out.append(f"| {label} {arrow} | {fmt.format(metrics[key])} |")
     if ev.get("forget_quality_reference"):
         out += ["", f"Forget quality is measured against: {ev['forget_quality_reference']}."]
@@ -170,16 +175,3 @@ def _value(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}={_value(x)}" for k, x in v.items()) or "{}"
     return f"`{v}`"
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

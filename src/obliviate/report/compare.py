@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from obliviate.errors import ConfigError
-from obliviate.report.directions import (
+from obliviate.eval.directions import (
     EXPLAIN,
     badness,
     direction,

@@ -9,17 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import struct
-import tempfile
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from obliviate.errors import ConfigError
-from obliviate.report import plots
-from obliviate.report.directions import (
+from obliviate.eval.directions import (
     ARROWS,
     EXPLAIN,
     badness,
@@ -31,7 +28,9 @@ from obliviate.report.directions import (
     metric_keys,
     reference_value,
 )
+from obliviate.report import plots
 from obliviate.report.runs import Run, load_runs
+from obliviate.runs import write_text
 
 MAX_SAMPLES = 2000
 """Rows per split shown in the sample browser (the report stays a few MB on TOFU-sized splits)."""
@@ -68,7 +67,7 @@ def _runs_list(runs: list[Run]) -> str:
     rows = []
     for r in runs:
         card = r.card
-        bits = [card.get("method") or card.get("stage") or ""]
+        bits = [r.method or card.get("stage") or ""]
         if is_number(card.get("steps")):
             bits.append(f"{card['steps']} steps")
         rows.append(
@@ -583,21 +582,9 @@ def _atomic_write(out: Path, text: str) -> None:
             f"report: cannot create folder {out.parent}: {e}", "choose another --out"
         ) from e
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        write_text(out, text)
     except OSError as e:
-        raise ConfigError(
-            f"report: cannot write in {out.parent}: {e}", "choose another --out"
-        ) from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ConfigError(f"report: cannot write {out}: {e}", "choose another --out") from e
-        raise
+        raise ConfigError(f"report: cannot write {out}: {e}", "choose another --out") from e
 
 
 def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path:

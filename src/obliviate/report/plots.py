@@ -9,7 +9,7 @@ import io
 import math
 from typing import Any
 
-from obliviate.report.directions import ARROWS, direction, is_number, merged_roles
+from obliviate.eval.directions import ARROWS, direction, is_number, merged_roles
 from obliviate.report.runs import Run
 
 DPI = 100

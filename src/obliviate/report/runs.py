@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.errors import ConfigError
-from obliviate.report.directions import guess_role
+from obliviate.eval.directions import guess_role
 
 FIX = "give a run directory written by obliviate demo, eval or unlearn"
-ROLES = ("target", "retain", "unlearned")
 
 
 @dataclass

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from obliviate.report.runs import Run
+
+class Run(Protocol):
+    """What these helpers read of a run (:class:`obliviate.report.runs.Run` has it)."""
+
+    role: str
+    summary: dict[str, Any]
+
+    @property
+    def split_roles(self) -> dict[str, str]: ...
+
 
 ARROWS = {"up": "↑", "down": "↓", "ref": "≈ retain", "zero": "→ 0"}
 """Short labels shown next to a metric name."""
