@@ -1047,6 +1047,61 @@ def report_out_under_a_file(tmp):
     return built(["report", str(run), "--out", str(tmp / "file" / "r.html")], "cannot create")
 
 
+# --- attack: the run dirs it reads and its settings ---------------------------------------------
+
+
+def _attack_run(tmp: Path, summary: str | None = None) -> Path:
+    """A run dir with the demo's config.yaml (and ``summary``, raw text, when given)."""
+    from obliviate.config import dump_yaml, load_config
+
+    run = tmp / "attacked"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_yaml(load_config("demo")))
+    if summary is not None:
+        (run / "summary.json").write_text(summary)
+    return run
+
+
+@case("run-dir", "attack")
+def attack_missing_run_dir(tmp):
+    return built(["attack", str(tmp / "nowhere")], "has no config.yaml")
+
+
+@case("run-dir", "attack")
+def attack_run_dir_without_a_model(tmp):
+    return built(["attack", str(_attack_run(tmp))], "holds no model/ and no summary.json")
+
+
+@case("misread", "attack")
+def attack_truncated_summary(tmp):
+    run = _attack_run(tmp, '{"rows": [{"model": "ret')
+    return built(["attack", str(run)], "summary.json is not readable JSON")
+
+
+@case("misread", "attack")
+def attack_demo_dir_without_target(tmp):
+    run = _attack_run(tmp, '{"rows": [{"model": "npo", "model_path": "/x"}]}')
+    return built(["attack", str(run)], "has no target row")
+
+
+@case("cli", "attack")
+def attack_unknown_attack(tmp):
+    run = _attack_run(tmp, "{}")
+    return built(["attack", str(run), "--attacks", "quant3"], "unknown attack 'quant3'")
+
+
+@case("preflight", "attack")
+def attack_negative_relearn_lr(tmp):
+    run = _attack_run(tmp, "{}")
+    return built(["attack", str(run), "attack.relearn.lr=-1"], "attack.relearn.lr")
+
+
+@case("nonfinite", "attack")
+def attack_nan_relearn_lr(tmp):
+    run = _attack_run(tmp, "{}")
+    return built(["attack", str(run), "attack.relearn.lr=nan"], "attack.relearn.lr")
+
+
 @case("cli", "compare")
 def compare_unknown_metric(tmp):
     run = demo_dir(tmp)

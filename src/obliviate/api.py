@@ -5,6 +5,7 @@ cfg = load_config("demo", ["unlearn.method=npo"])
 target = api.target_model(cfg)          # fine-tuned tiny model (cached by content hash)
 model_dir = api.unlearn(cfg)            # writes <run_dir>/model
 summary = api.evaluate(cfg, model_dir)  # writes <run_dir>/eval/*.json and summary.json
+api.attack(cfg, cfg.run_dir)            # robustness attacks: <run_dir>/robustness.json
 
 Every function takes an :class:`~obliviate.config.ExperimentConfig` or an
 :class:`~obliviate.experiment.Experiment` (the context that loads the benchmark once). To evaluate
@@ -59,11 +60,16 @@ def generate(cfg: Config, out: str | Path) -> Path:
         raise ConfigError(
             f"cannot write to {out.parent}: {e.strerror or e}", "choose a writable --out"
         ) from None
+    splits = generate_benchmark(b.n_authors, b.qa_per_author, b.n_holdout, b.n_general, b.seed)
+    if b.watermark:  # the same per-owner watermarks the in-memory benchmark carries
+        from obliviate.data.synthetic import BenchmarkSplits
+        from obliviate.data.watermark import watermark_benchmark
+
+        marked = watermark_benchmark(splits, b.watermark_key, b.watermark_similar, b.seed)
+        params = {**splits.params, "watermark": True, "watermark_similar": b.watermark_similar}
+        splits = BenchmarkSplits(marked, params)
     try:
-        write_benchmark(
-            generate_benchmark(b.n_authors, b.qa_per_author, b.n_holdout, b.n_general, b.seed),
-            tmp,
-        )
+        write_benchmark(splits, tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -359,3 +365,22 @@ def _write_results(run: Path, result: Any, generations: bool) -> None:
             run / "eval" / f"{r.name}.json",
             [{k: v for k, v in s.items() if k not in drop} for s in r.samples],
         )
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def attack(
+    cfg: Config,
+    run_dir: str | Path,
+    attacks: list[str] | None = None,
+    overwrite: bool = False,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Run robustness attacks and probes (``attacks``: names, default ``attack.attacks``) on the
+    unlearned model(s) of ``run_dir`` (an unlearn, eval or demo run dir), with the target and
+    retain model as anchors. Writes ``robustness.json`` beside each model's ``summary.json`` and
+    joins it to that summary; returns ``[(name, robustness section)]``. See
+    :mod:`obliviate.attacks`."""
+    from obliviate.attacks.command import run_attacks
+
+    return run_attacks(Experiment.of(cfg), run_dir, attacks, overwrite)

@@ -24,6 +24,7 @@ COMMANDS = {
     "finetune": "fine-tune the tiny model on the full set (target) or the retain set",
     "unlearn": "run an unlearning method and save the model to <run_dir>/model",
     "eval": "evaluate a model dir: per-sample JSON under <run_dir>/eval and <run_dir>/summary.json",
+    "attack": "robustness attacks and probes on the unlearned model(s) of a run dir; results join its summary.json",
     "report": "write one self-contained HTML report (plots, metric table, per-sample browser) of run dirs",
     "compare": "print a leaderboard of run dirs ranked by one metric (table, Markdown or CSV)",
     "methods": "list the registered unlearning methods",
@@ -65,6 +66,21 @@ def _top_parser() -> argparse.ArgumentParser:
 def _command_parser(name: str) -> argparse.ArgumentParser:
     sp = _Parser(prog=f"obliviate {name}", description=COMMANDS[name])
     if name in ("methods", "metrics", "benchmarks", "configs"):
+        return sp
+    if name == "attack":
+        sp.add_argument(
+            "run", metavar="RUN_DIR", nargs="?", help="an unlearn, eval or demo run dir"
+        )
+        sp.add_argument(
+            "items",
+            nargs="*",
+            metavar="CONFIG|key=value",
+            help="overrides of the run's config.yaml (attack.relearn.lr=1e-3, ...)",
+        )
+        sp.add_argument("--attacks", help="comma-separated attacks and probes (default: all)")
+        sp.add_argument("--list", action="store_true", help="list the attacks and probes")
+        sp.add_argument("--overwrite", action="store_true", help="replace robustness.json")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
         return sp
     if name in ("report", "compare"):
         sp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run dirs (demo or eval)")
@@ -192,10 +208,18 @@ def run(argv: list[str] | None = None) -> int:
         board = leaderboard(load_runs(args.runs), args.by, args.fmt, columns, args.ascending)
         print(board, end="" if board.endswith("\n") else "\n")
         return 0
+    if args.command == "attack" and args.list:
+        from obliviate.attacks import ATTACKS
+
+        for a in ATTACKS.values():
+            print(f"{a.name:20s} {a.kind:8s} {a.summary}")
+        return 0
     if args.no_progress:
         from obliviate import progress
 
         progress.set_enabled(False)
+    if args.command == "attack":
+        return _attack(args)
 
     cfg = _load(args.items)
     from obliviate import api
@@ -222,6 +246,29 @@ def run(argv: list[str] | None = None) -> int:
         print(format_table([{**summary, "model": Path(summary["model"]).name}], columns))
         if summary.get("forget_quality") is None and columns is COLUMNS:
             api.log(f"forget quality is unavailable: {summary['forget_quality_reference']}")
+    return 0
+
+
+def _attack(args: argparse.Namespace) -> int:
+    if not args.run:
+        raise ConfigError("no RUN_DIR given", "obliviate attack RUN_DIR (or --list)")
+    run = Path(args.run).expanduser()
+    config = run / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(
+            f"{run} has no config.yaml", "give a run dir that obliviate unlearn, eval or demo wrote"
+        )
+    from obliviate.config import load_config
+
+    files = [str(config)] + [i for i in args.items if "=" not in i]
+    cfg = load_config(files, [i for i in args.items if "=" in i])
+    from obliviate import api
+    from obliviate.attacks.command import format_robustness
+
+    api.setup_runtime(cfg)
+    names = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    for name, res in api.attack(cfg, run, names, args.overwrite):
+        print(format_robustness(name, res))
     return 0
 
 

@@ -21,6 +21,7 @@ from obliviate.strict import DuplicateKeyError, UniqueKeyLoader, _choice, _range
 
 __all__ = [
     "PACKAGE_CONFIGS",
+    "AttackConfig",
     "BenchmarkConfig",
     "DemoConfig",
     "EvalConfig",
@@ -28,6 +29,7 @@ __all__ = [
     "FinetuneConfig",
     "ModelConfig",
     "OptimConfig",
+    "RelearnConfig",
     "TinyModelConfig",
     "UnlearnConfig",
     "dump_yaml",
@@ -67,6 +69,16 @@ class BenchmarkConfig:
     allow_overlap: bool = False
     """Forget and retain records that overlap (the same question and answer in both) are an
     error; true turns that into a warning that reports the overlapping count."""
+    watermark: bool = False
+    """Synthetic only: write each data owner's (author's) training text with a keyed choice among
+    equivalent words, so WaterDrum's watermark metric (``eval.metrics=[default, watermark_z]``)
+    can tell whose data a model's answers come from. The facts are unchanged."""
+    watermark_key: str = "obliviate"
+    """The secret the per-owner watermark keys derive from."""
+    watermark_similar: bool = False
+    """Synthetic only, with ``watermark``: WaterDrum's similar-data setting. Every forget author
+    gets a retain-side twin owner holding the same facts (asked with the paraphrased question)
+    under the twin's own key, so forget and retain data are semantically alike."""
 
     def validate(self, at: str) -> None:
         from obliviate.data.benchmarks import get_benchmark
@@ -80,6 +92,18 @@ class BenchmarkConfig:
         _range(f"{at}.seed", self.seed, 0, 2**32 - 1)
         if self.retain_eval_size is not None:
             _range(f"{at}.retain_eval_size", self.retain_eval_size, 1, 10**9)
+        if (self.watermark or self.watermark_similar) and self.name != "synthetic":
+            raise ConfigError(
+                f"{at}.watermark is set but {at}.name={self.name}",
+                "watermarks are written into the synthetic benchmark only: set "
+                f"{at}.name=synthetic or drop {at}.watermark",
+            )
+        if self.watermark_similar and not self.watermark:
+            raise ConfigError(
+                f"{at}.watermark_similar needs {at}.watermark=true", f"set {at}.watermark=true"
+            )
+        if not self.watermark_key:
+            raise ConfigError(f"{at}.watermark_key is empty", "give a non-empty secret")
 
 
 @dataclass
@@ -293,6 +317,65 @@ class DemoConfig:
             get_method(m, at=f"{at}.methods[{i}]")
 
 
+@dataclass
+class RelearnConfig(OptimConfig):
+    """The relearning attacks' fine-tuning: a few steps on the attack's data (``max_steps`` wins
+    over ``epochs``)."""
+
+    epochs: float = 1.0
+    max_steps: int = 20
+    lr: float = 1e-5
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    scheduler: str = "constant"
+
+
+@dataclass
+class AttackConfig:
+    """``obliviate attack``: which attacks and probes to run and how (README, "Robustness")."""
+
+    attacks: list[str] = field(default_factory=lambda: ["default"])
+    """Attack and probe names (``obliviate attack --list``); ``default`` stands for all of them."""
+    split: str = "forget"
+    """The evaluation split whose knowledge the attacks try to bring back."""
+    metrics: list[str] = field(default_factory=lambda: ["prob", "rouge_l_recall", "fact_recalled"])
+    """Knowledge metrics re-measured under each attack (higher = more knowledge)."""
+    relearn: RelearnConfig = field(default_factory=RelearnConfig)
+    shots: int = 3
+    """Retain QA pairs in the few-shot prefix."""
+    many_shots: int = 0
+    """Retain QA pairs in the many-shot prefix (0: as many as fit the model's context)."""
+    context_facts: int = 3
+    """In-context re-introduction: other forget facts of the same entity put before the question."""
+    trace_vectors: int = 20
+    """Parametric knowledge traces: MLP value vectors followed per forget concept set."""
+    seed: int = 0
+
+    def validate(self, at: str) -> None:
+        from obliviate.attacks import check_attack_names
+        from obliviate.eval.registry import metrics
+
+        check_attack_names(self.attacks, f"{at}.attacks")
+        if not self.metrics:
+            raise ConfigError(f"{at}.metrics is empty", "name at least one metric, e.g. [prob]")
+        known = metrics()
+        for i, m in enumerate(self.metrics):
+            if m not in known:
+                raise ConfigError(
+                    f"{at}.metrics[{i}]={m!r} is not a known metric",
+                    f"choose from {', '.join(known)}",
+                )
+        if not self.split:
+            raise ConfigError(f"{at}.split is empty", "name an evaluation split, e.g. forget")
+        self.relearn.validate(f"{at}.relearn")
+        _range(f"{at}.shots", self.shots, 1, 10_000)
+        _range(f"{at}.many_shots", self.many_shots, 0, 100_000)
+        _range(f"{at}.context_facts", self.context_facts, 1, 1000)
+        _range(f"{at}.trace_vectors", self.trace_vectors, 1, 1_000_000)
+        _range(f"{at}.seed", self.seed, 0, 2**32 - 1)
+
+
 PATH_FIELDS = (
     "run_dir",
     "cache_dir",
@@ -322,6 +405,7 @@ class ExperimentConfig:
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     def validate(self) -> ExperimentConfig:
         # A leading ~ is the user's home, as in a shell; only then, so hub ids stay untouched.

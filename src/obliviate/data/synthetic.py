@@ -31,7 +31,13 @@ from typing import Any
 from obliviate.data.schema import QARecord
 from obliviate.errors import ConfigError
 
-__all__ = ["BenchmarkSplits", "GENERAL_FACTS", "generate_benchmark", "write_benchmark"]
+__all__ = [
+    "BenchmarkSplits",
+    "GENERAL_FACTS",
+    "generate_benchmark",
+    "related_facts",
+    "write_benchmark",
+]
 
 FACT_SEP = " | "
 FORGET_PCTS = {"01": 0.01, "05": 0.05, "10": 0.10}
@@ -968,11 +974,7 @@ def generate_benchmark(
     _check_int("seed", seed, -(2**63))
     _check_int("n_perturbed", n_perturbed, PERTURBED_MIN, PERTURBED_MAX)
 
-    rng = random.Random(seed)
-    used_names: set[str] = set()
-    used_titles: set[str] = set()
-    train = [_make_author(rng, used_names, used_titles) for _ in range(n_authors)]
-    holdout = [_make_author(rng, used_names, used_titles) for _ in range(n_holdout)]
+    rng, train, holdout = _authors(seed, n_authors, n_holdout)
     per_author = {
         a.name: _author_records(rng, a, qa_per_author, n_perturbed) for a in train + holdout
     }
@@ -998,6 +1000,63 @@ def generate_benchmark(
         "n_perturbed": n_perturbed,
     }
     return BenchmarkSplits(splits, params)
+
+
+def _authors(
+    seed: int, n_authors: int, n_holdout: int
+) -> tuple[random.Random, list[_Author], list[_Author]]:
+    """The training and holdout authors, and the generator's random stream after drawing them."""
+    rng = random.Random(seed)
+    used_names: set[str] = set()
+    used_titles: set[str] = set()
+    train = [_make_author(rng, used_names, used_titles) for _ in range(n_authors)]
+    holdout = [_make_author(rng, used_names, used_titles) for _ in range(n_holdout)]
+    return rng, train, holdout
+
+
+def related_facts(
+    n_authors: int = 30,
+    qa_per_author: int = 10,
+    n_holdout: int = 3,
+    seed: int = 0,
+    forget_split: str = "forget10",
+) -> list[QARecord]:
+    """QA pairs about the forget authors of ``forget_split`` that are in no split: their
+    attributes beyond the first ``qa_per_author`` whose facts the forget set does not already
+    state (no father / mother question restating the parents one). There are 21 attributes, so
+    every setting leaves at least one.
+
+    Same distribution, other facts (Deeb & Roger 2024): the ``relearn_related`` attack fine-tunes
+    on these and measures the forget set. The authors are the benchmark's own (the same seed draws
+    the same authors); the templates are drawn from a separate stream, so :func:`generate_benchmark`'s
+    output does not change.
+    """
+    _check_int("qa_per_author", qa_per_author, QA_MIN, QA_MAX)
+    tag = forget_split.removeprefix("forget")
+    if tag not in FORGET_PCTS:
+        raise SyntheticConfigError(
+            f"forget split {forget_split!r} is unknown", "use forget01/05/10"
+        )
+    _, train, _ = _authors(seed, n_authors, n_holdout)
+    forget = train[-max(1, round(n_authors * FORGET_PCTS[tag])) :]
+    rng = random.Random(f"related:{seed}")
+    out = []
+    for author in forget:
+        ctx = _context(author)
+        known = {v for attr in ATTRIBUTES[:qa_per_author] for v in author.facts[attr.key]}
+        for attr in ATTRIBUTES[qa_per_author:]:
+            value = author.facts[attr.key]
+            if set(value) <= known:
+                continue  # the father / mother questions restate the parents fact
+            out.append(
+                QARecord(
+                    question=rng.choice(attr.questions).format(**ctx),
+                    answer=_render(rng.choice(attr.answers), ctx, value),
+                    author=author.name,
+                    fact=FACT_SEP.join(value),
+                )
+            )
+    return out
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -252,3 +252,7 @@ def paraphrased_truth_ratio(s: Sample) -> float | None:
     pq = r.paraphrased_question
     pert = [s.scored(pq, p).mean_nll for p in r.perturbed_answer]
     return M.truth_ratio(s.scored(pq, r.paraphrased_answer or r.answer).mean_nll, pert)
+
+
+# WaterDrum (opt-in), in its own module
+import obliviate.eval.watermark_metric  # noqa: E402,F401  (registers watermark_z)

@@ -58,13 +58,19 @@ MEMORY_AGGREGATES = {
     "f",
 }
 """Per-split aggregates that measure how much of the split's answers the model knows."""
-KNOWN_AGGREGATES = MEMORY_AGGREGATES | {"truth_ratio", "token_entropy"}
+KNOWN_AGGREGATES = MEMORY_AGGREGATES | {"truth_ratio", "token_entropy", "watermark_z"}
 
 FORGET_ROLES = {"forget", "verbmem", "knowmem_forget"}
 KEEP_ROLES = {"retain", "utility", "knowmem_retain"}
 MUSE_SPLITS = {"verbmem", "knowmem_forget", "knowmem_retain"}
 
-UP = {"forget_quality", "model_utility", "closer_look_model_utility", "forget_efficacy"}
+UP = {
+    "forget_quality",
+    "model_utility",
+    "closer_look_model_utility",
+    "forget_efficacy",
+    "robust_forget_score",
+}
 CROSS_PREFIXES = ("mia_auc_", "privleak", "semeval_", "closer_look_")
 """Keys with these prefixes are cross-split numbers, never ``<split>_<aggregate>``."""
 
@@ -122,6 +128,8 @@ def direction(key: str, split_roles: Mapping[str, str]) -> str | None:
     if parsed is None:
         return None
     _, agg, role = parsed
+    if agg == "watermark_z":  # WaterDrum: the retain model's level is the goal on both sides
+        return "ref" if role in ("forget", "retain") else None
     if agg == "token_entropy" or not (_known_aggregate(agg)):
         return None
     if role in FORGET_ROLES:

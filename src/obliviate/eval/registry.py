@@ -115,6 +115,8 @@ class Sample:
     reference_map: Mapping[Any, Any] | None = None
     grad_norm: float | None = None
     mia_k: float = 0.4
+    watermark_key: str | None = None
+    """The benchmark's watermark secret (:attr:`Benchmark.watermark_key`); None: no watermarks."""
 
     def scored(self, prompt: str, answer: str):
         """The :class:`~obliviate.eval.scored.ScoredSequence` of ``(prompt, answer)``."""

@@ -6,7 +6,7 @@ sequence is forwarded once and each distinct question generated once, however ma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,16 +48,11 @@ def score_pairs(
     ``encode(tokenizer, prompt, answer, max_length) -> (ids, n_prompt)`` builds each sequence
     (default: the chat / plain QA template; :func:`encode_raw_pair` for raw text).
     """
-    unique = list(dict.fromkeys(pairs))
-    encoded = {p: encode(tokenizer, p[0], p[1], max_length) for p in unique}
-    order = sorted(unique, key=lambda p: len(encoded[p][0]))
     out: dict[tuple[str, str], ScoredSequence] = {}
     model.eval()
-    starts = range(0, len(order), batch_size)
-    for start in track(starts, f"{desc}: {len(order)} sequences", len(starts)):
-        chunk = order[start : start + batch_size]
-        batch = pad_pairs([encoded[p] for p in chunk], tokenizer.pad_token_id)
-        batch = {k: v.to(model.device) for k, v in batch.items()}
+    for chunk, batch in sorted_batches(
+        model, tokenizer, pairs, batch_size, max_length, encode, desc
+    ):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
         logits = logits[:, :-1]
@@ -75,9 +70,10 @@ def score_pairs(
                 mu=mu.cpu().numpy().astype(np.float64),
                 sigma=sigma.cpu().numpy().astype(np.float64),
                 argmax_match=match.cpu().numpy().astype(np.float64),
-                # the closing EOS that encode_pair appends (raw text has none)
+                # the closing EOS that encode_pair appends (raw text has none); another
+                # encoder that appends one says so with an ``appends_eos = True`` attribute
                 ends_with_eos=bool(
-                    encode is encode_pair
+                    getattr(encode, "appends_eos", encode is encode_pair)
                     and tgt.numel() > 0
                     and int(tgt[-1]) == tokenizer.eos_token_id
                 ),
@@ -88,8 +84,30 @@ def score_pairs(
             counter.scored_tokens += int(batch["attention_mask"].sum())
     if counter is not None:
         counter.requested_pairs += len(pairs)
-        counter.distinct_pairs.update(unique)
+        counter.distinct_pairs.update(out)
     return out
+
+
+def sorted_batches(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int,
+    max_length: int,
+    encode: Callable[[PreTrainedTokenizerBase, str, str, int], tuple[list[int], int]],
+    desc: str,
+) -> Iterator[tuple[list[tuple[str, str]], dict[str, torch.Tensor]]]:
+    """The distinct ``pairs``, encoded and sorted by length (least padding), in right-padded
+    batches on the model's device: yields ``(pairs of the batch, input_ids / attention_mask /
+    labels)``, with a progress bar."""
+    unique = list(dict.fromkeys(pairs))
+    encoded = {p: encode(tokenizer, p[0], p[1], max_length) for p in unique}
+    order = sorted(unique, key=lambda p: len(encoded[p][0]))
+    starts = range(0, len(order), batch_size)
+    for start in track(starts, f"{desc}: {len(order)} sequences", len(starts)):
+        chunk = order[start : start + batch_size]
+        batch = pad_pairs([encoded[p] for p in chunk], tokenizer.pad_token_id)
+        yield chunk, {k: v.to(model.device) for k, v in batch.items()}
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ rows. Nothing here knows a metric or a benchmark by name.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -269,7 +270,21 @@ def _plan(
     return plan
 
 
-def _gradnorms(model, tokenizer, plan: _Plan) -> dict[tuple[str, int], float]:
+def _pair_encoder(bench: Benchmark, template: str) -> Callable:
+    """How ``template``'s (prompt, answer) pairs become ids: the benchmark's own format, raw text,
+    or the QA template."""
+    if template in bench.templates:
+        return bench.templates[template][0]
+    return PAIR_ENCODERS.get(template, encode_pair)
+
+
+def _prompt_encoder(bench: Benchmark, template: str) -> Callable:
+    if template in bench.templates:
+        return bench.templates[template][1]
+    return PROMPT_ENCODERS.get(template, encode_prompt)
+
+
+def _gradnorms(model, tokenizer, plan: _Plan, bench: Benchmark) -> dict[tuple[str, int], float]:
     import torch
 
     from obliviate.data.collate import pad_pairs
@@ -278,7 +293,7 @@ def _gradnorms(model, tokenizer, plan: _Plan) -> dict[tuple[str, int], float]:
     out = {}
     for split, i in plan.gradients:
         r = split.records[i]
-        encode = PAIR_ENCODERS.get(split.template, encode_pair)
+        encode = _pair_encoder(bench, split.template)
         b = pad_pairs(
             [encode(tokenizer, r.question, r.answer, split.max_length)], tokenizer.pad_token_id
         )
@@ -320,26 +335,26 @@ def evaluate_splits(
 
     scored: dict[Any, Any] = {}
     for (tmpl, max_len), pairs in plan.score.items():
-        enc = PAIR_ENCODERS.get(tmpl, encode_pair)
+        enc = _pair_encoder(bench, tmpl)
         got = score_pairs(
             model, tokenizer, pairs, bs, max_len, counter, f"score ({tmpl})", encode=enc
         )
         scored.update({(tmpl, max_len, *k): v for k, v in got.items()})
     generated: dict[Any, tuple[str, list[int]]] = {}
     for (tmpl, budget), prompts in plan.generate.items():
-        enc = PROMPT_ENCODERS.get(tmpl, encode_prompt)
+        enc = _prompt_encoder(bench, tmpl)
         got = generate_answers(
             model, tokenizer, prompts, budget, bs, counter, f"generate ({tmpl})", encode=enc
         )
         generated.update({(tmpl, budget, k): v for k, v in got.items()})
     ref_scored: dict[Any, Any] = {}
     for (tmpl, max_len), pairs in plan.reference.items():
-        enc = PAIR_ENCODERS.get(tmpl, encode_pair)
+        enc = _pair_encoder(bench, tmpl)
         got = score_pairs(
             ref_model, ref_tokenizer or tokenizer, pairs, bs, max_len, desc="reference", encode=enc
         )
         ref_scored.update({(tmpl, max_len, *k): v for k, v in got.items()})
-    grads = _gradnorms(model, tokenizer, plan) if plan.gradients else {}
+    grads = _gradnorms(model, tokenizer, plan, bench) if plan.gradients else {}
 
     results: list[SplitResult] = []
     batched: dict[str, list[tuple[Sample, dict[str, Any]]]] = defaultdict(list)
@@ -364,6 +379,7 @@ def evaluate_splits(
                 reference_map=ref_scored if "reference" in reads else None,
                 grad_norm=grads.get((split.name, i)),
                 mia_k=options.mia_k,
+                watermark_key=bench.watermark_key,
             )
             row = _base_row(s, reads)
             for m in active:

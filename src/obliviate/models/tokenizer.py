@@ -7,7 +7,8 @@ Tokenizers built from a raw ``tokenizers.Tokenizer`` add no BOS/EOS by themselve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -44,17 +45,42 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def format_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-        )
-    return PLAIN_TEMPLATE.format(question=question)
+def format_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    shots: Sequence[tuple[str, str]] = (),
+    template: str | None = None,
+) -> str:
+    """The prompt text for ``question``: the chat template when the tokenizer has one, else
+    :data:`PLAIN_TEMPLATE`; ``template`` (a format string with ``{question}``) replaces both.
+
+    ``shots``: (question, answer) pairs answered before it, as earlier chat turns or as
+    templated pairs separated by a blank line (few-shot prompts, in-context facts).
+    """
+    if template is None and getattr(tokenizer, "chat_template", None):
+        messages = []
+        for q, a in shots:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": question})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    form = template or PLAIN_TEMPLATE
+    context = "".join(form.format(question=q) + a + "\n\n" for q, a in shots)
+    return context + form.format(question=question)
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
-    """Token ids of the prompt, BOS first unless the chat template already wrote it."""
-    text = format_prompt(tokenizer, question)
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    shots: Sequence[tuple[str, str]] = (),
+    template: str | None = None,
+    response_prefix: str = "",
+) -> list[int]:
+    """Token ids of the prompt, BOS first unless the chat template already wrote it.
+
+    ``shots`` / ``template``: see :func:`format_prompt`; ``response_prefix``: text the answer is
+    made to start with (pre-filled after the prompt, as a prefix-injection attack does).
+    """
+    text = format_prompt(tokenizer, question, shots, template) + response_prefix
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     if bos is not None and (not ids or ids[0] != bos) and not _template_has_bos(tokenizer, text):
@@ -63,19 +89,24 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int
 
 
 def encode_pair(
-    tokenizer: PreTrainedTokenizerBase, question: str, answer: str, max_length: int | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    answer: str,
+    max_length: int | None = None,
+    **prompt: Any,
 ) -> tuple[list[int], int]:
     """``(ids, n_prompt)``: prompt ids + answer ids + one EOS; the first ``n_prompt`` ids are prompt.
 
     When ``max_length`` truncates, the answer keeps at least one token and the prompt is cut from
-    the left (the question's end stays next to the answer).
+    the left (the question's end stays next to the answer). ``prompt``: :func:`encode_prompt`'s
+    keyword arguments (shots, template, response prefix).
     """
-    prompt = encode_prompt(tokenizer, question)
+    prompt_ids = encode_prompt(tokenizer, question, **prompt)
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if max_length is not None and len(prompt) + len(answer_ids) > max_length:
-        answer_ids = answer_ids[: max(1, max_length - min(len(prompt), max_length // 2))]
-        prompt = prompt[-(max_length - len(answer_ids)) :]
-    return prompt + answer_ids, len(prompt)
+    if max_length is not None and len(prompt_ids) + len(answer_ids) > max_length:
+        answer_ids = answer_ids[: max(1, max_length - min(len(prompt_ids), max_length // 2))]
+        prompt_ids = prompt_ids[-(max_length - len(answer_ids)) :]
+    return prompt_ids + answer_ids, len(prompt_ids)
 
 
 def _template_has_bos(tokenizer: PreTrainedTokenizerBase, text: str) -> bool:

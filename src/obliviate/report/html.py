@@ -546,7 +546,16 @@ def render_report(runs: list[Run], title: str = "obliviate report") -> str:
         raise ConfigError("report: no runs to report on", "give at least one run directory")
     data = sample_data(runs)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    sections = [_tradeoff(runs), _bars(runs), _curves(runs), _metrics(runs), _samples(runs, data)]
+    from obliviate.report.robustness import robustness_section
+
+    sections = [
+        _tradeoff(runs),
+        _bars(runs),
+        _curves(runs),
+        _metrics(runs),
+        robustness_section(runs, _img),
+        _samples(runs, data),
+    ]
     nav = "".join(
         f'<a href="#{i}">{t}</a>'
         for i, t in (
@@ -554,6 +563,7 @@ def render_report(runs: list[Run], title: str = "obliviate report") -> str:
             ("bars", "Headline metrics"),
             ("curves", "Curves"),
             ("metrics", "All metrics"),
+            ("robustness", "Robustness"),
             ("samples", "Samples"),
         )
     )

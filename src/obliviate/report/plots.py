@@ -302,3 +302,44 @@ def curves(runs: list[Run]) -> bytes | None:
         for ax in list(grid.flat)[len(series) :]:
             ax.set_visible(False)
         return _png(fig)
+
+
+# ------------------------------------------------------------------------------ robustness
+
+
+def logit_lens(runs: list[Run]) -> bytes | None:
+    """Per attacked run, the forget answer's probability decoded from every layer for the
+    target, the retain model and the unlearned model; None when no run has a logit-lens probe."""
+    lensed = [
+        (r, r.summary["robustness"]["probes"]["logit_lens"])
+        for r in runs
+        if isinstance(r.summary.get("robustness"), dict)
+        and "logit_lens" in r.summary["robustness"].get("probes", {})
+    ]
+    if not lensed:
+        return None
+    col = colors(runs)
+    ncols = min(3, len(lensed))
+    nrows = math.ceil(len(lensed) / ncols)
+    with _style():
+        fig = _figure(3.6 * ncols, 3.0 * nrows)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        for ax, (run, lens) in zip(grid.flat, lensed, strict=False):
+            curves = lens["prob_by_layer"]
+            for who, color in (
+                ("target", TARGET_COLOR),
+                ("retain", RETAIN_COLOR),
+                ("unlearned", col.get(run.name, PALETTE[0])),
+            ):
+                if who in curves:
+                    ys = curves[who]
+                    label = _plain(run.name) if who == "unlearned" else who
+                    ax.plot(range(len(ys)), ys, color=color, marker="o", markersize=3, label=label)
+            ax.set_title(_plain(run.name), loc="left")
+            ax.set_xlabel("layer (0 = embeddings)")
+            ax.set_ylabel("forget answer probability")
+            ax.set_ylim(0, 1.02)
+            ax.legend()
+        for ax in list(grid.flat)[len(lensed) :]:
+            ax.set_visible(False)
+        return _png(fig)

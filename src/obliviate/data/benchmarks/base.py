@@ -67,6 +67,18 @@ class Benchmark:
     """The benchmark's generation budget when ``eval.max_new_tokens`` is unset (TOFU: 200)."""
     trainable: bool = True
     """False for evaluation-only data (no forget / retain training records)."""
+    related: list[QARecord] = field(default_factory=list)
+    """Facts about the forget set's entities that are in no split (the synthetic benchmark: the
+    forget authors' attributes beyond ``qa_per_author``). The ``relearn_related`` attack trains on
+    them and measures the forget set."""
+    watermark_key: str | None = None
+    """The secret each data owner's watermark key derives from, when the training text carries
+    per-owner watermarks (:mod:`obliviate.data.watermark`); None: no watermarks."""
+    templates: dict[str, tuple[Callable, Callable]] = field(default_factory=dict)
+    """Input formats of this benchmark's own: ``{template: (pair_encoder, prompt_encoder)}`` for an
+    :attr:`EvalSplit.template` that is neither ``qa`` nor ``raw`` (the prompt attacks' few-shot
+    and in-context splits). ``pair_encoder(tokenizer, prompt, answer, max_length) -> (ids,
+    n_prompt)``; ``prompt_encoder(tokenizer, prompt) -> ids``."""
 
     def split(self, name: str) -> EvalSplit:
         for s in self.eval_splits:

@@ -24,17 +24,31 @@ SYNTHETIC_MAX_NEW_TOKENS = 48
     "fictitious authors in TOFU's schema, generated offline from benchmark.seed",
 )
 def load_synthetic(cfg: BenchmarkConfig) -> Benchmark:
-    from obliviate.data.synthetic import generate_benchmark
+    from obliviate.data.synthetic import generate_benchmark, related_facts
 
     splits = generate_benchmark(
         cfg.n_authors, cfg.qa_per_author, cfg.n_holdout, cfg.n_general, cfg.seed
     )
-    return assemble_qa(
+    marks = ""
+    if cfg.watermark:  # WaterDrum: each author's text in their own watermark (off: untouched)
+        from obliviate.data.watermark import watermark_benchmark
+
+        splits = watermark_benchmark(
+            splits, cfg.watermark_key, similar=cfg.watermark_similar, seed=cfg.seed
+        )
+        marks = ", watermarked" + (", similar-data twins" if cfg.watermark_similar else "")
+    source = f"synthetic(seed={cfg.seed}, authors={cfg.n_authors}{marks})"
+    bench = assemble_qa(
         MemorySplits(splits),
         name="synthetic",
-        source=f"synthetic(seed={cfg.seed}, authors={cfg.n_authors})",
+        source=source,
         forget_split=cfg.forget_split,
         retain_eval_size=cfg.retain_eval_size,
         seed=cfg.seed,
         max_new_tokens=SYNTHETIC_MAX_NEW_TOKENS,
     )
+    bench.related = related_facts(
+        cfg.n_authors, cfg.qa_per_author, cfg.n_holdout, cfg.seed, cfg.forget_split
+    )
+    bench.watermark_key = cfg.watermark_key if cfg.watermark else None
+    return bench

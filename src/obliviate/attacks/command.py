@@ -1,0 +1,160 @@
+"""``obliviate attack RUN_DIR``: find the models a run dir holds, attack them, write the results.
+
+A run dir is an ``unlearn`` run (``model/``), an ``eval`` run (its ``summary.json`` names the
+model) or a ``demo`` dir (every unlearned row). The target and retain model are the demo's rows,
+else the run config's (``model.path`` / ``model.retain_path``, or the tiny models). Each attacked
+model gets ``robustness.json`` beside its ``summary.json``, and the same section joins that
+summary as ``robustness``, with ``robust_forget_score`` at the top level for ``compare``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from obliviate import stages
+from obliviate.attacks import resolve_attacks
+from obliviate.attacks.run import AttackRunner, Subjects
+from obliviate.errors import ConfigError
+from obliviate.experiment import Experiment, log
+from obliviate.runs import write_json
+from obliviate.tables import aligned
+
+RESULT = "robustness.json"
+FIX = "give a run dir that obliviate unlearn, eval or demo wrote"
+
+
+@dataclass
+class Target:
+    """One unlearned model to attack and where its results go."""
+
+    name: str
+    out: Path
+    subjects: Subjects
+
+
+def find_targets(exp: Experiment, run: Path) -> tuple[list[Target], dict[str, Any] | None]:
+    """The unlearned models in ``run`` (and the demo summary, when ``run`` is a demo dir)."""
+    if not run.is_dir():
+        raise ConfigError(f"run directory {run} does not exist", FIX)
+    summary = _read(run / "summary.json")
+    if isinstance(summary.get("rows"), list):
+        paths = {
+            r.get("model"): r.get("model_path") for r in summary["rows"] if isinstance(r, dict)
+        }
+        if not paths.get("target"):
+            raise ConfigError(f"{run}/summary.json has no target row", "re-run obliviate demo")
+        retain = paths.get("retain")
+        out = [
+            Target(name, run / name, Subjects(str(path), str(paths["target"]), retain))
+            for name, path in paths.items()
+            if name not in ("target", "retain") and isinstance(name, str) and path
+        ]
+        if not out:
+            raise ConfigError(f"{run}/summary.json has no unlearned rows", "re-run obliviate demo")
+        return out, summary
+    if (run / "model").is_dir():
+        model = str(run / "model")
+    elif isinstance(summary.get("model"), str):
+        model = summary["model"]
+    else:
+        raise ConfigError(f"{run} holds no model/ and no summary.json naming a model", FIX)
+    target = exp.cfg.model.path or stages.target_model(exp)
+    return [Target(run.name, run, Subjects(model, target, stages.retain_model(exp)))], None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not readable JSON: {e}", FIX) from None
+    return data if isinstance(data, dict) else {}
+
+
+def run_attacks(
+    exp: Experiment, run_dir: str | Path, attacks: list[str] | None = None, overwrite: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """Attack every unlearned model in ``run_dir``; returns ``[(name, robustness section)]``.
+
+    Everything is checked before any model is attacked; results are written only when every
+    model's are complete (``robustness.json`` in place is refused unless ``overwrite``).
+    """
+    from obliviate import progress
+    from obliviate.api import check_inputs
+
+    names = resolve_attacks(
+        attacks if attacks is not None else exp.cfg.attack.attacks,
+        "--attacks" if attacks is not None else "attack.attacks",
+    )
+    run = Path(run_dir).expanduser()
+    targets, demo = find_targets(exp, run)
+    for t in targets:
+        if (t.out / RESULT).exists() and not overwrite:
+            raise ConfigError(
+                f"{t.out / RESULT} already holds results", "pass --overwrite to replace them"
+            )
+    s0 = targets[0].subjects
+    check_inputs(exp, [s0.target, s0.retain, *(t.subjects.unlearned for t in targets)])
+    runner = AttackRunner(exp)
+    with progress.log_file(run):
+        results = []
+        for t in targets:
+            log(f"attacking {t.name} ({len(names)} attacks and probes)")
+            results.append((t, runner.robustness(t.subjects, names)))
+        for t, res in results:
+            _write(t.out, res)
+        if demo is not None:
+            by_name = {t.name: res for t, res in results}
+            for row in demo["rows"]:
+                if isinstance(row, dict) and row.get("model") in by_name:
+                    _join(row, by_name[row["model"]])
+            write_json(run / "summary.json", demo)
+        log(f"robustness written to {', '.join(str(t.out / RESULT) for t, _ in results)}")
+    return [(t.name, res) for t, res in results]
+
+
+def _join(summary: dict[str, Any], res: dict[str, Any]) -> None:
+    summary["robustness"] = res
+    summary["robust_forget_score"] = res["robust_forget_score"]
+
+
+def _write(out: Path, res: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RESULT, res)
+    summary = _read(out / "summary.json")
+    if summary:
+        _join(summary, res)
+        write_json(out / "summary.json", summary)
+
+
+def format_robustness(name: str, res: dict[str, Any]) -> str:
+    """A plain-text table: per attack, the recovered fraction per metric for the unlearned model
+    and for the retain model (the control), and the unlearned model's knowledge position."""
+    keys = res["metrics"]
+    head = ["attack", "n"] + [f"recovered {k}" for k in keys] + [f"control {k}" for k in keys]
+    head.append("knowledge")
+    body = []
+    for attack, a in res["attacks"].items():
+        if "unavailable" in a:
+            body.append([attack, "-"] + ["-"] * (2 * len(keys) + 1))
+            continue
+        cells = [attack, str(a["measured"])]
+        cells += [_num(a["recovered"].get(k)) for k in keys]
+        cells += [_num(a.get("retain_recovered", {}).get(k)) for k in keys]
+        ks = [v for v in a.get("knowledge", {}).values() if v is not None]
+        cells.append(_num(max(ks)) if ks else "-")
+        body.append(cells)
+    score = res["robust_forget_score"]
+    lines = [f"{name}: robust forget score {_num(score) if not isinstance(score, str) else score}"]
+    if "worst" in res:
+        w = res["worst"]
+        lines.append(f"  worst: {w['attack']} on {w['metric']} (knowledge {w['knowledge']:.2f})")
+    return "\n".join(lines) + "\n" + aligned(head, body)
+
+
+def _num(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, int | float) else "-"
