@@ -33,7 +33,9 @@ from obliviate.experiment import Experiment
 from obliviate.tables import aligned
 
 
-def _cell(v) -> str:
+def _cell(attack: dict, part: str, key: str) -> str:
+    got = attack.get(part)
+    v = got.get(key) if isinstance(got, dict) else None
     return f"{v:+.2f}" if isinstance(v, int | float) else "-"
 
 
@@ -51,12 +53,13 @@ def main() -> None:
     api.setup_runtime(cfg)
     exp = Experiment(cfg)
     methods = args.methods or list(cfg.demo.methods)
-    names = [a for a in resolve_attacks(args.attacks.split(",")) if ATTACKS[a].kind != PROBE]
+    chosen = resolve_attacks(args.attacks.split(","))
+    names = [a for a in chosen if ATTACKS[a].kind != PROBE]
     target, retain = api.target_model(exp), api.retain_model(exp)
     models = {m: api.unlearned_model(exp.with_config(method_config(cfg, m))) for m in methods}
     runner = AttackRunner(exp)
     results = {
-        m: runner.robustness(Subjects(path, target, retain), names) for m, path in models.items()
+        m: runner.robustness(Subjects(path, target, retain), chosen) for m, path in models.items()
     }
     wall = time.perf_counter() - t0
 
@@ -75,11 +78,9 @@ def main() -> None:
         head = ["model", *names]
         body = []
         for m, res in results.items():
-            body.append(
-                [m, *(_cell(res["attacks"][a].get("recovered", {}).get(key)) for a in names)]
-            )
+            body.append([m, *(_cell(res["attacks"][a], "recovered", key) for a in names)])
         first = next(iter(results.values()))
-        ctrl = [_cell(first["attacks"][a].get("retain_recovered", {}).get(key)) for a in names]
+        ctrl = [_cell(first["attacks"][a], "retain_recovered", key) for a in names]
         body.append(["retain (control)", *ctrl])
         print(aligned(head, body))
     print("\nbefore any attack (whole split)")
@@ -109,6 +110,40 @@ def main() -> None:
         worst = f"{w['attack']} / {w['metric']} ({w['knowledge']:.2f})" if w else "-"
         body.append([m, f"{score:.2f}" if isinstance(score, float) else str(score), worst])
     print(aligned(["model", "score", "worst attack / metric (knowledge)"], body))
+    lens = {m: r["probes"].get("logit_lens", {}) for m, r in results.items()}
+    if any("prob_by_layer" in v for v in lens.values()):
+        print("\nlogit lens: forget answer probability decoded from each layer (0 = embeddings)")
+        some = next(v for v in lens.values() if "prob_by_layer" in v)
+        head = ["model", *(str(i) for i in range(some["layers"]))]
+        curves = {"target": some["prob_by_layer"]["target"]}
+        if "retain" in some["prob_by_layer"]:
+            curves["retain"] = some["prob_by_layer"]["retain"]
+        curves |= {
+            m: v["prob_by_layer"]["unlearned"] for m, v in lens.items() if "prob_by_layer" in v
+        }
+        print(aligned(head, [[m, *(f"{x:.3f}" for x in ys)] for m, ys in curves.items()]))
+    traces = {m: r["probes"].get("traces", {}) for m, r in results.items()}
+    if any("mean_cosine" in v for v in traces.values()):
+        print("\nknowledge traces: the target's top forget-concept value vectors")
+        head = ["model", "cosine", "random cosine", "rel. change", "random rel. change"]
+        body = [
+            [
+                m,
+                f"{v['mean_cosine']:.4f}",
+                f"{v['random_mean_cosine']:.4f}",
+                f"{v['mean_relative_change']:.4f}",
+                f"{v['random_mean_relative_change']:.4f}",
+            ]
+            for m, v in traces.items()
+            if "mean_cosine" in v
+        ]
+        print(aligned(head, body))
+        v = next(v for v in traces.values() if "prob_before" in v)
+        print(
+            f"target forget prob {v['prob_before']:.4f}; with the {v['top_k']} concept vectors "
+            f"zeroed {v['prob_ablated']:.4f}; with {v['top_k']} random ones zeroed "
+            f"{v['prob_random_ablated']:.4f}"
+        )
     skipped = {a: r["unavailable"] for a, r in first["attacks"].items() if "unavailable" in r}
     for a, why in skipped.items():
         print(f"# {a}: {why}")

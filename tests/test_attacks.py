@@ -79,6 +79,8 @@ def test_default_expands_to_every_attack_in_order():
         ("attack.metrics=[nope]", "attack.metrics[0]='nope' is not a known metric"),
         ("attack.metrics=[]", "attack.metrics is empty"),
         ("attack.relearn.lr=-1", "attack.relearn.lr"),
+        ("attack.metrics=[mia_loss]", "attack.metrics[0]='mia_loss' does not measure knowledge"),
+        ("attack.metrics=[truth_ratio]", "'truth_ratio' does not measure knowledge"),
         ("attack.shots=0", "attack.shots"),
         ("attack.split=''", "attack.split is empty"),
     ],
@@ -142,8 +144,26 @@ def test_in_context_gives_other_facts_of_the_same_entity_only():
         assert all(q in {f.question for f in FORGET[:3]} for q, _ in shots)
 
 
+def test_in_context_never_shows_the_answer_it_asks_for():
+    # the fourth Ana record restates the first one's fact (Velmora): it must not be its context
+    born = QARecord("Where was Ana Bel born?", "Ana was born in Velmora.", author="Ana Bel")
+    born.fact = "Velmora"
+    restating = _rec("Which town does Ana Bel call home?", "Ana calls Velmora home.")
+    records = [born, *FORGET[1:3], restating]
+    got = P.in_context(records, k=5, seed=0)
+    first = got.format.shots_for(born.question)
+    assert (restating.question, restating.answer) not in first and len(first) == 2
+
+
+def test_shot_pool_drops_records_that_state_a_measured_fact():
+    twin = _rec("What is Ana's birthplace?", "Ana was born in Velmora.", author="Ana Bel (copy)")
+    pool = P.shot_pool([*RETAIN, twin], FORGET)
+    assert twin not in pool and len(pool) == len(RETAIN)
+
+
 def test_reverse_query_masks_the_entity_and_asks_for_it():
     got = P.reverse_query(FORGET)
+    assert got.same_answer is False
     first = got.records[0]
     assert first.question == 'Who is described here: "___ was born in Velmora."?'
     assert first.answer == "Ana Bel." and first.fact == "Ana Bel"
@@ -309,7 +329,14 @@ def test_attack_command_writes_robustness_into_the_run(attacked):
     # 8-bit rounding barely moves a model's answer probability
     for who in ("unlearned", "target", "retain"):
         assert quant["values"][who]["prob"] == pytest.approx(quant["before"][who]["prob"], abs=0.02)
+    assert quant["note"]["layers"] > 0 and quant["note"]["relative_error"] > 0
     assert res["attacks"]["relearn"]["note"]["steps"] == 2
+    # relearning measures the held-out half: its "before" is the baseline over those records
+    rel = res["attacks"]["relearn"]
+    rows = json.loads((run_dir / "npo" / "eval" / "forget.json").read_text())
+    held = [rows[i]["prob"] for i in rel["indices"]]
+    assert 0 < rel["measured"] < len(rows)
+    assert rel["before"]["unlearned"]["prob"] == pytest.approx(sum(held) / len(held), abs=1e-6)
     lens = res["probes"]["logit_lens"]
     assert lens["layers"] == 2 and len(lens["prob_by_layer"]["target"]) == 2  # embeddings + 1
     # the last layer's lens is the model's own answer probability
@@ -351,6 +378,7 @@ def test_compare_and_report_show_the_robustness(attacked, capsys, tmp_path):
             ["attack", "RUN", "attack.split=holdoutX"],
             "attack.split='holdoutX' is not an evaluation",
         ),
+        (["attack", "RUN", "attack.split=retain"], "attack.split='retain' has role 'retain'"),
     ],
 )
 def test_attack_bad_input_is_one_line_exit_2(mini_demo, argv, message, capsys):
@@ -381,3 +409,36 @@ def test_attack_an_unlearn_run_dir(mini_demo, tmp_path, capsys):
     assert set(res["attacks"]) == {"quant4", "other_template"}
     assert res["attacks"]["quant4"]["note"]["scheme"] == "int4"
     assert not (out / "summary.json").exists()
+
+
+def test_attacks_leave_the_cached_models_as_saved_and_a_failing_probe_is_unavailable(
+    mini_demo, monkeypatch
+):
+    """Quantisation and relearning work on fresh copies (the baseline and prompt attacks read
+    the cached model); a probe that cannot read an architecture reports why instead of failing
+    the whole run."""
+    import torch
+
+    import obliviate.probes.logit_lens as lens_mod
+    from obliviate import load_config
+    from obliviate.attacks.run import AttackRunner, Subjects
+    from obliviate.experiment import Experiment
+
+    run_dir, common = mini_demo
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = {r["model"]: r["model_path"] for r in summary["rows"]}
+    exp = Experiment(load_config("demo", [*common, "attack.relearn.max_steps=2"]))
+    runner = AttackRunner(exp)
+    s = Subjects(rows["npo"], rows["target"], rows["retain"])
+    cached = runner.model(s.unlearned)[0]
+    before = {k: v.clone() for k, v in cached.state_dict().items()}
+
+    def broken(*a, **k):
+        raise ValueError("GPT2LMHeadModel has no final norm the logit lens can find")
+
+    monkeypatch.setattr(lens_mod, "logit_lens", broken)
+    res = runner.robustness(s, ["relearn", "quant4", "logit_lens"])
+    assert "unavailable" not in res["attacks"]["quant4"]
+    state = cached.state_dict()  # the object the baseline and prompt attacks read
+    assert all(torch.equal(before[k], state[k]) for k in before)
+    assert res["probes"]["logit_lens"]["unavailable"].startswith("unavailable: GPT2LMHeadModel")

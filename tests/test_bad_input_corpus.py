@@ -1084,6 +1084,19 @@ def attack_demo_dir_without_target(tmp):
     return built(["attack", str(run)], "has no target row")
 
 
+@case("misread", "attack")
+def attack_eval_dir_of_its_own_target(tmp):
+    """An eval run of model X has model.path=X: X would be its own target."""
+    from obliviate.config import dump_yaml, load_config
+
+    run = tmp / "evaluated"
+    run.mkdir()
+    model = str(tmp / "somewhere" / "model")
+    (run / "config.yaml").write_text(dump_yaml(load_config("demo", [f"model.path={model}"])))
+    (run / "summary.json").write_text(json.dumps({"model": model}))
+    return built(["attack", str(run)], "its target", "is unknown", "model.path=")
+
+
 @case("cli", "attack")
 def attack_unknown_attack(tmp):
     run = _attack_run(tmp, "{}")

@@ -62,12 +62,9 @@ def generate(cfg: Config, out: str | Path) -> Path:
         ) from None
     splits = generate_benchmark(b.n_authors, b.qa_per_author, b.n_holdout, b.n_general, b.seed)
     if b.watermark:  # the same per-owner watermarks the in-memory benchmark carries
-        from obliviate.data.synthetic import BenchmarkSplits
         from obliviate.data.watermark import watermark_benchmark
 
-        marked = watermark_benchmark(splits, b.watermark_key, b.watermark_similar, b.seed)
-        params = {**splits.params, "watermark": True, "watermark_similar": b.watermark_similar}
-        splits = BenchmarkSplits(marked, params)
+        splits = watermark_benchmark(splits, b.watermark_key, b.watermark_similar, b.seed)
     try:
         write_benchmark(splits, tmp)
         if out.exists():

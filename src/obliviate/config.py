@@ -359,12 +359,18 @@ class AttackConfig:
         check_attack_names(self.attacks, f"{at}.attacks")
         if not self.metrics:
             raise ConfigError(f"{at}.metrics is empty", "name at least one metric, e.g. [prob]")
+        from obliviate.eval.directions import MEMORY_AGGREGATES
+
         known = metrics()
+        usable = [
+            n for n, m in known.items() if m.aggregate and m.aggregate_key in MEMORY_AGGREGATES
+        ]
         for i, m in enumerate(self.metrics):
-            if m not in known:
+            if m not in usable:
+                what = "is not a known metric" if m not in known else "does not measure knowledge"
                 raise ConfigError(
-                    f"{at}.metrics[{i}]={m!r} is not a known metric",
-                    f"choose from {', '.join(known)}",
+                    f"{at}.metrics[{i}]={m!r} {what}",
+                    f"choose knowledge metrics (higher = more known): {', '.join(usable)}",
                 )
         if not self.split:
             raise ConfigError(f"{at}.split is empty", "name an evaluation split, e.g. forget")

@@ -16,3 +16,10 @@ def aligned(head: list[str], body: list[list[str]], left: Collection[int] = (0,)
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(head), rule, *(line(r) for r in body)])
+
+
+def number(v: object, signed: bool = False, missing: str = "-") -> str:
+    """``v`` with two decimals (``+`` sign with ``signed``), or ``missing`` for a non-number."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return f"{v:+.2f}" if signed else f"{v:.2f}"
+    return missing

@@ -20,7 +20,7 @@ from obliviate.attacks.run import AttackRunner, Subjects
 from obliviate.errors import ConfigError
 from obliviate.experiment import Experiment, log
 from obliviate.runs import write_json
-from obliviate.tables import aligned
+from obliviate.tables import aligned, number
 
 RESULT = "robustness.json"
 FIX = "give a run dir that obliviate unlearn, eval or demo wrote"
@@ -35,34 +35,75 @@ class Target:
     subjects: Subjects
 
 
-def find_targets(exp: Experiment, run: Path) -> tuple[list[Target], dict[str, Any] | None]:
-    """The unlearned models in ``run`` (and the demo summary, when ``run`` is a demo dir)."""
+def find_targets(
+    exp: Experiment, run: Path, overwrite: bool = False
+) -> tuple[list[Target], dict[str, Any] | None]:
+    """The unlearned models in ``run`` (and the demo summary, when ``run`` is a demo dir).
+
+    Results already in place are refused (unless ``overwrite``) before a target or retain model
+    is looked up, since the tiny ones may have to be trained."""
     if not run.is_dir():
         raise ConfigError(f"run directory {run} does not exist", FIX)
     summary = _read(run / "summary.json")
     if isinstance(summary.get("rows"), list):
-        paths = {
-            r.get("model"): r.get("model_path") for r in summary["rows"] if isinstance(r, dict)
-        }
-        if not paths.get("target"):
-            raise ConfigError(f"{run}/summary.json has no target row", "re-run obliviate demo")
-        retain = paths.get("retain")
-        out = [
-            Target(name, run / name, Subjects(str(path), str(paths["target"]), retain))
-            for name, path in paths.items()
-            if name not in ("target", "retain") and isinstance(name, str) and path
-        ]
-        if not out:
-            raise ConfigError(f"{run}/summary.json has no unlearned rows", "re-run obliviate demo")
-        return out, summary
-    if (run / "model").is_dir():
-        model = str(run / "model")
-    elif isinstance(summary.get("model"), str):
-        model = summary["model"]
+        targets = _demo_targets(run, summary)
     else:
-        raise ConfigError(f"{run} holds no model/ and no summary.json naming a model", FIX)
-    target = exp.cfg.model.path or stages.target_model(exp)
-    return [Target(run.name, run, Subjects(model, target, stages.retain_model(exp)))], None
+        targets = [Target(run.name, run, Subjects(_evaluated_model(run, summary), ""))]
+    for t in targets:
+        if (t.out / RESULT).exists() and not overwrite:
+            raise ConfigError(
+                f"{t.out / RESULT} already holds results", "pass --overwrite to replace them"
+            )
+    if isinstance(summary.get("rows"), list):
+        return targets, summary
+    s = targets[0].subjects
+    s.target = exp.cfg.model.path or stages.target_model(exp)
+    if _same(s.target, s.unlearned):
+        raise ConfigError(
+            f"the run's model.path is the model to attack ({s.unlearned}), so its target (the "
+            "model before unlearning) is unknown",
+            "pass model.path=<the model it was unlearned from>",
+        )
+    s.retain = stages.retain_model(exp)
+    return targets, None
+
+
+def _demo_targets(run: Path, summary: dict[str, Any]) -> list[Target]:
+    paths: dict[str, str] = {}
+    for i, r in enumerate(summary["rows"]):
+        name = r.get("model") if isinstance(r, dict) else None
+        path = r.get("model_path") if isinstance(r, dict) else None
+        if not isinstance(name, str) or not isinstance(path, str) or not path:
+            raise ConfigError(
+                f"{run}/summary.json: row {i} has no model name and model_path",
+                "re-run obliviate demo into this folder",
+            )
+        paths[name] = path
+    if "target" not in paths:
+        raise ConfigError(f"{run}/summary.json has no target row", "re-run obliviate demo")
+    out = [
+        Target(name, run / name, Subjects(path, paths["target"], paths.get("retain")))
+        for name, path in paths.items()
+        if name not in ("target", "retain")
+    ]
+    if not out:
+        raise ConfigError(f"{run}/summary.json has no unlearned rows", "re-run obliviate demo")
+    return out
+
+
+def _evaluated_model(run: Path, summary: dict[str, Any]) -> str:
+    if (run / "model").is_dir():
+        return str(run / "model")
+    if isinstance(summary.get("model"), str) and summary["model"]:
+        return summary["model"]
+    raise ConfigError(f"{run} holds no model/ and no summary.json naming a model", FIX)
+
+
+def _same(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -91,15 +132,12 @@ def run_attacks(
         "--attacks" if attacks is not None else "attack.attacks",
     )
     run = Path(run_dir).expanduser()
-    targets, demo = find_targets(exp, run)
-    for t in targets:
-        if (t.out / RESULT).exists() and not overwrite:
-            raise ConfigError(
-                f"{t.out / RESULT} already holds results", "pass --overwrite to replace them"
-            )
+    if not run.is_dir():
+        raise ConfigError(f"run directory {run} does not exist", FIX)
+    runner = AttackRunner(exp)  # the split and metrics are checked before any model is trained
+    targets, demo = find_targets(exp, run, overwrite)
     s0 = targets[0].subjects
     check_inputs(exp, [s0.target, s0.retain, *(t.subjects.unlearned for t in targets)])
-    runner = AttackRunner(exp)
     with progress.log_file(run):
         results = []
         for t in targets:
@@ -133,28 +171,36 @@ def _write(out: Path, res: dict[str, Any]) -> None:
 
 def format_robustness(name: str, res: dict[str, Any]) -> str:
     """A plain-text table: per attack, the recovered fraction per metric for the unlearned model
-    and for the retain model (the control), and the unlearned model's knowledge position."""
+    and for the retain model (the control), and the unlearned model's knowledge position; then
+    why the attacks that could not run did not."""
     keys = res["metrics"]
     head = ["attack", "n"] + [f"recovered {k}" for k in keys] + [f"control {k}" for k in keys]
     head.append("knowledge")
-    body = []
+    body, notes = [], []
     for attack, a in res["attacks"].items():
         if "unavailable" in a:
             body.append([attack, "-"] + ["-"] * (2 * len(keys) + 1))
+            notes.append(f"  {attack}: {a['unavailable']}")
             continue
         cells = [attack, str(a["measured"])]
-        cells += [_num(a["recovered"].get(k)) for k in keys]
-        cells += [_num(a.get("retain_recovered", {}).get(k)) for k in keys]
-        ks = [v for v in a.get("knowledge", {}).values() if v is not None]
-        cells.append(_num(max(ks)) if ks else "-")
+        cells += [number(_part(a, "recovered").get(k), True) for k in keys]
+        cells += [number(_part(a, "retain_recovered").get(k), True) for k in keys]
+        ks = [v for v in _part(a, "knowledge").values() if v is not None]
+        cells.append(number(max(ks)) if ks else "-")
         body.append(cells)
+    for probe, p in res.get("probes", {}).items():
+        if "unavailable" in p:
+            notes.append(f"  {probe}: {p['unavailable']}")
     score = res["robust_forget_score"]
-    lines = [f"{name}: robust forget score {_num(score) if not isinstance(score, str) else score}"]
+    lines = [
+        f"{name}: robust forget score {number(score) if not isinstance(score, str) else score}"
+    ]
     if "worst" in res:
         w = res["worst"]
         lines.append(f"  worst: {w['attack']} on {w['metric']} (knowledge {w['knowledge']:.2f})")
-    return "\n".join(lines) + "\n" + aligned(head, body)
+    return "\n".join([*lines, aligned(head, body), *notes])
 
 
-def _num(v: Any) -> str:
-    return f"{v:.2f}" if isinstance(v, int | float) else "-"
+def _part(a: dict[str, Any], key: str) -> dict[str, Any]:
+    got = a.get(key)
+    return got if isinstance(got, dict) else {}

@@ -83,6 +83,9 @@ class PromptAttack:
     format: PromptFormat | None = None
     note: dict[str, object] = field(default_factory=dict)
     """What the result should say about how it was built (e.g. the many-shot count)."""
+    same_answer: bool = True
+    """False when the attack asks for something else than the gold answer (the reverse query):
+    there is then no un-attacked value of the same quantity to recover towards."""
 
 
 def _mapped(records: list[QARecord], fn: Callable[[QARecord], QARecord | None]) -> PromptAttack:
@@ -163,19 +166,31 @@ def many_shot(
     else:
         longest = max(records, key=lambda r: len(r.question) + len(r.answer))
         room = context - max(budget, len(tokenizer(longest.answer)["input_ids"]) + 1)
+        # count each shot's tokens once (linear), then check the real prompt and trim
+        used = len(encode_prompt(tokenizer, longest.question))
         shots = []
         for s in order:
-            trial = [*shots, s]
-            pairs = [(t.question, t.answer) for t in trial]
-            if len(encode_prompt(tokenizer, longest.question, shots=pairs)) > room:
+            cost = len(
+                tokenizer(PLAIN_TEMPLATE.format(question=s.question) + s.answer + "\n\n")[
+                    "input_ids"
+                ]
+            )
+            if used + cost > room:
                 break
-            shots = trial
+            shots.append(s)
+            used += cost
+        while shots and len(_prompt(tokenizer, longest.question, shots)) > room:
+            shots.pop()
         if not shots:
             return f"unavailable: not one shot fits the model's {context}-token context"
     got = _mapped(records, lambda r: r)
     got.format = PromptFormat(shots=[(s.question, s.answer) for s in shots])
     got.note = {"shots": len(shots)}
     return got
+
+
+def _prompt(tokenizer, question: str, shots: list[QARecord]) -> list[int]:
+    return encode_prompt(tokenizer, question, shots=[(t.question, t.answer) for t in shots])
 
 
 def in_context(records: list[QARecord], k: int, seed: int) -> PromptAttack | str:
@@ -188,7 +203,14 @@ def in_context(records: list[QARecord], k: int, seed: int) -> PromptAttack | str
     per_question: dict[str, list[tuple[str, str]]] = {}
 
     def ask(r: QARecord) -> QARecord | None:
-        others = [o for o in by_entity.get(r.author or "", []) if o is not r]
+        # a context record that states this record's fact (the mother's job restated by the
+        # parents record) would let the model copy the answer instead of recalling it
+        facts = _fact_parts(r)
+        others = [
+            o
+            for o in by_entity.get(r.author or "", [])
+            if o is not r and not any(f in o.question or f in o.answer for f in facts)
+        ]
         if not others:
             return None
         chosen = rng.sample(others, min(k, len(others)))
@@ -201,6 +223,19 @@ def in_context(records: list[QARecord], k: int, seed: int) -> PromptAttack | str
     got.format = PromptFormat(per_question=per_question)
     got.note = {"facts_in_context": min(k, max(len(v) for v in per_question.values()))}
     return got
+
+
+def _fact_parts(r: QARecord) -> list[str]:
+    from obliviate.data.synthetic import FACT_SEP
+
+    return [f for f in (r.fact or r.answer).split(FACT_SEP) if f]
+
+
+def shot_pool(pool: list[QARecord], measured: list[QARecord]) -> list[QARecord]:
+    """``pool`` without the records that state a measured record's fact (WaterDrum's twins hold
+    the forget facts in the retain set): a shot must not hand the model the answer."""
+    facts = {f for r in measured for f in _fact_parts(r)}
+    return [p for p in pool if not any(f in p.question or f in p.answer for f in facts)]
 
 
 def reverse_query(records: list[QARecord]) -> PromptAttack | str:
@@ -221,4 +256,7 @@ def reverse_query(records: list[QARecord]) -> PromptAttack | str:
         )
 
     got = _mapped(records, ask)
-    return got if got.records else "unavailable: the split's records name no entity (author field)"
+    if not got.records:
+        return "unavailable: the split's records name no entity (author field)"
+    got.same_answer = False
+    return got

@@ -7,7 +7,8 @@ measured on the attack's measured records:
   the control): ``(m(X, attacked) − m(X)) / (m(target) − m(X))``, all un-attacked values on the
   same records. 0: nothing came back; 1: back at the target's level. Not clipped: a negative value
   means the attack lost knowledge, above 1 means beyond the target. Undefined (None) when the
-  model is already within :data:`EPS` of the target (there was nothing to recover).
+  model is not below the target by at least :data:`EPS` (there was nothing to recover), and for
+  an attack that asks for something else than the gold answer (the reverse query).
 - **knowledge** of the unlearned model under an attack: its position between the retain model and
   the target under the same attack, ``clip((m(unl, a) − m(ret, a)) / (m(tgt, a) − m(ret, a)), 0,
   1)``. Measuring both anchors under the same attack removes what the attack itself teaches or
@@ -34,9 +35,10 @@ knowledge position to be defined."""
 
 
 def recovered_fraction(attacked: float, before: float, target: float) -> float | None:
-    """``(attacked − before) / (target − before)``; None when ``|target − before| < EPS``."""
+    """``(attacked − before) / (target − before)``; None when ``target − before < EPS`` (the
+    model already knows as much as the target, or more: there is nothing to recover)."""
     gap = target - before
-    if abs(gap) < EPS:
+    if gap < EPS:
         return None
     return (attacked - before) / gap
 

@@ -79,6 +79,8 @@ def relearn_(
     from obliviate.training.finetune import run_finetune
 
     with tempfile.TemporaryDirectory(prefix="obliviate-relearn-") as work:
-        stats = run_finetune(model, tokenizer, records, cfg, work, device, what=what)
+        stats = run_finetune(
+            model, tokenizer, records, cfg, work, device, what=what, section="attack.relearn"
+        )
     stats.pop("train_log", None)
     return stats

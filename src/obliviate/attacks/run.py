@@ -19,16 +19,21 @@ from obliviate.attacks import ATTACKS, MODEL, PROBE, PROMPT, RELEARN
 from obliviate.attacks import prompts as P
 from obliviate.attacks.recovery import knowledge, min_gap, recovered_fraction, robust_forget_score
 from obliviate.attacks.relearn import relearn_, relearn_plan
-from obliviate.data.benchmarks.base import Benchmark, EvalSplit
-from obliviate.errors import ConfigError
+from obliviate.data.benchmarks.base import QA, Benchmark, EvalSplit
+from obliviate.errors import ConfigError, DivergenceError
+from obliviate.eval.directions import FORGET_ROLES
 from obliviate.eval.evaluate import evaluate_model
 from obliviate.eval.registry import metrics
-from obliviate.eval.suite import EvalOptions
+from obliviate.eval.suite import EvalOptions, pair_encoder
 
 if TYPE_CHECKING:
     from obliviate.experiment import Experiment
 
 QUANT_SCHEMES = {"quant8": "int8", "quant4": "int4", "nf4": "nf4"}
+NO_BASELINE = (
+    "unavailable: the attack asks for something else than the gold answer, so there is no "
+    "un-attacked value to recover towards (see knowledge)"
+)
 ATTACK_TEMPLATE = "attack"
 WHO = ("unlearned", "target", "retain")
 
@@ -53,6 +58,10 @@ class Measurement:
     utility: dict[str, float] = field(default_factory=dict)
     note: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    missing: dict[str, str] = field(default_factory=dict)
+    """Metrics without a value under this attack, with why."""
+    same_answer: bool = True
+    """The attacked records ask for the gold answer (not so for the reverse query)."""
 
 
 class AttackRunner:
@@ -69,6 +78,13 @@ class AttackRunner:
                 f"choose one of {', '.join(names)}",
             )
         self.split = self.bench.split(self.cfg.split)
+        if self.split.role not in FORGET_ROLES:
+            forget = [s.name for s in self.bench.eval_splits if s.role in FORGET_ROLES]
+            raise ConfigError(
+                f"attack.split={self.cfg.split!r} has role {self.split.role!r}: the attacks try "
+                "to bring back what was forgotten",
+                f"attack a forget split: {', '.join(forget) or 'this benchmark has none'}",
+            )
         retain = self.bench.splits_with_role("retain")
         self.retain_split = retain[0] if retain and retain[0] is not self.split else None
         registry = metrics()
@@ -84,9 +100,12 @@ class AttackRunner:
             max_new_tokens=e.max_new_tokens,
             batch_size=e.batch_size,
             metrics=[m.name for m in self.metrics],
-            cosine=False,
-            entailment=False,
+            cosine=e.cosine,
+            entailment=e.entailment,
+            nli_model=e.nli_model,
         )
+        self.raw = self.split.template != QA
+        """A raw-text split: the prompt attacks and relearning need the QA template."""
         self._loaded: dict[str, tuple[Any, Any]] = {}
         self._memo: dict[tuple[str, str], Measurement | str] = {}
 
@@ -128,7 +147,8 @@ class AttackRunner:
         records: list,
         fmt: P.PromptFormat | None,
         with_retain: bool,
-    ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, float]]:
+    ) -> Measurement:
+        """``records`` (and the retain split, ``with_retain``) measured; indices left empty."""
         template = self.split.template
         templates = {}
         if fmt is not None:
@@ -161,12 +181,13 @@ class AttackRunner:
         )
         result = evaluate_model(model, tok, bench, None, self.options).result
         attacked = result.splits[0]
-        values = _numbers(attacked.aggregates, self.keys)
+        values, missing = _numbers(attacked.aggregates, self.keys)
         utility = {}
         if len(result.splits) > 1:
             r = result.splits[1]
-            utility = {f"{r.name}_{k}": v for k, v in _numbers(r.aggregates, self.keys).items()}
-        return values, attacked.samples, utility
+            got, _ = _numbers(r.aggregates, self.keys)
+            utility = {f"{r.name}_{k}": v for k, v in got.items()}
+        return Measurement(values, [], attacked.samples, utility, missing=missing)
 
     def baseline(self, path: str) -> Measurement:
         """The model un-attacked, on the whole split (and the retain split)."""
@@ -175,13 +196,10 @@ class AttackRunner:
             t0 = time.perf_counter()
             model, tok = self.model(path)
             with progress.stage(f"attack baseline: {_short(path)}"):
-                values, rows, utility = self._evaluate(
-                    model, tok, list(self.split.records), None, True
-                )
-            n = len(self.split.records)
-            self._memo[key] = Measurement(
-                values, list(range(n)), rows, utility, seconds=time.perf_counter() - t0
-            )
+                got = self._evaluate(model, tok, list(self.split.records), None, True)
+            got.indices = list(range(len(self.split.records)))
+            got.seconds = time.perf_counter() - t0
+            self._memo[key] = got
         out = self._memo[key]
         assert isinstance(out, Measurement)
         return out
@@ -197,35 +215,50 @@ class AttackRunner:
                 out[m.aggregate_key] = float(m.aggregate(vals, self.split.role))
         return out
 
-    def measure(self, path: str, attack: str) -> Measurement | str:
-        """The model at ``path`` under ``attack`` (memoised), or why the attack cannot run."""
-        key = (path, attack)
+    def measure(self, path: str, attack: str, utility: bool = False) -> Measurement | str:
+        """The model at ``path`` under ``attack`` (memoised), or why the attack cannot run.
+        ``utility``: also the retain split, where the attack changes the weights."""
+        key = (path, f"{attack}+utility" if utility else attack)
         if key not in self._memo:
             t0 = time.perf_counter()
             with progress.stage(f"attack {attack}: {_short(path)}"):
-                got = self._measure(path, attack)
+                try:
+                    got = self._measure(path, attack, utility)
+                except DivergenceError as e:
+                    got = f"unavailable: the attack's training diverged ({e.one_line()})"
             if isinstance(got, Measurement):
                 got.seconds = round(time.perf_counter() - t0, 2)
             self._memo[key] = got
         return self._memo[key]
 
-    def _measure(self, path: str, attack: str) -> Measurement | str:
+    def _measure(self, path: str, attack: str, utility: bool) -> Measurement | str:
         kind = ATTACKS[attack].kind
         records = list(self.split.records)
+        if self.raw and kind in (PROMPT, RELEARN):
+            return (
+                f"unavailable: {self.split.name} is a raw-text split; prompt attacks and "
+                "relearning are built on the QA template"
+            )
         if kind == PROMPT:
             model, tok = self.model(path)
             built = self._prompt_attack(attack, records, model, tok)
             if isinstance(built, str):
                 return built
-            values, rows, _ = self._evaluate(model, tok, built.records, built.format, False)
-            return Measurement(values, built.indices, rows, note=dict(built.note))
+            got = self._evaluate(model, tok, built.records, built.format, False)
+            got.indices, got.note, got.same_answer = (
+                built.indices,
+                dict(built.note),
+                built.same_answer,
+            )
+            return got
         if kind == MODEL:
             from obliviate.attacks.quantize import quantize_model_
 
-            model, tok = self._load(path)
+            model, tok = self._load(path)  # a fresh copy: the cached one stays as saved
             stats = quantize_model_(model, QUANT_SCHEMES[attack])
-            values, rows, utility = self._evaluate(model, tok, records, None, True)
-            return Measurement(values, list(range(len(records))), rows, utility, note=stats)
+            got = self._evaluate(model, tok, records, None, utility)
+            got.indices, got.note = list(range(len(records))), stats
+            return got
         if kind == RELEARN:
             plan = relearn_plan(attack, records, self.bench, self.cfg.seed)
             if isinstance(plan, str):
@@ -234,23 +267,22 @@ class AttackRunner:
             stats = relearn_(
                 model, tok, plan.train, self.cfg.relearn, self.exp.device, f"relearning ({attack})"
             )
-            measured = [records[i] for i in plan.measured]
-            values, rows, utility = self._evaluate(model, tok, measured, None, True)
-            note = {"trained_records": len(plan.train), **_plain(stats)}
-            return Measurement(values, plan.measured, rows, utility, note=note)
+            got = self._evaluate(model, tok, [records[i] for i in plan.measured], None, utility)
+            got.indices = list(plan.measured)
+            got.note = {"trained_records": len(plan.train), **_plain(stats)}
+            return got
         raise KeyError(attack)
 
     def _prompt_attack(self, attack: str, records: list, model: Any, tok: Any):
         c = self.cfg
-        pool = list(self.bench.retain)
+        pool = P.shot_pool(list(self.bench.retain), records)
         if attack == "paraphrase":
             return P.paraphrase(records)
         if attack == "few_shot":
             return P.few_shot(records, pool, c.shots, c.seed)
         if attack == "many_shot":
-            return P.many_shot(
-                records, pool, tok, self._context(model), self._budget(), c.many_shots, c.seed
-            )
+            context = min(self.split.max_length, self._context(model))  # what scoring keeps
+            return P.many_shot(records, pool, tok, context, self._budget(), c.many_shots, c.seed)
         if attack == "complete":
             return P.complete(records)
         if attack == "prefix_injection":
@@ -273,38 +305,53 @@ class AttackRunner:
         """One attack's section for the unlearned model ``s.unlearned``."""
         info = ATTACKS[attack]
         head: dict[str, Any] = {"kind": info.kind, "summary": info.summary}
-        got = {w: self.measure(p, attack) for w, p in _paths(s).items()}
+        got = {w: self.measure(p, attack, utility=w == "unlearned") for w, p in _paths(s).items()}
         reason = next((g for g in got.values() if isinstance(g, str)), None)
         if reason is not None:
             return {**head, "unavailable": reason}
         unl, tgt = got["unlearned"], got["target"]
         ret = got.get("retain")
         assert isinstance(unl, Measurement) and isinstance(tgt, Measurement)
+        if any(isinstance(m, Measurement) and m.indices != unl.indices for m in got.values()):
+            return {
+                **head,
+                "unavailable": "the models' tokenizers built the attack on different records",
+            }
         before = {w: self.subset(self.baseline(p), unl.indices) for w, p in _paths(s).items()}
         values = {w: m.values for w, m in got.items() if isinstance(m, Measurement)}
         out = {
             **head,
             "measured": len(unl.indices),
+            "indices": unl.indices,
             "values": values,
             "before": before,
-            "recovered": {
+        }
+        if unl.same_answer:
+            out["recovered"] = {
                 k: recovered_fraction(v, before["unlearned"][k], before["target"][k])
                 for k, v in unl.values.items()
                 if k in before["unlearned"] and k in before["target"]
-            },
-        }
-        if isinstance(ret, Measurement):
+            }
+        else:
+            out["recovered"] = NO_BASELINE
+        if isinstance(ret, Measurement) and unl.same_answer:
             out["retain_recovered"] = {
                 k: recovered_fraction(v, before["retain"][k], before["target"][k])
                 for k, v in ret.values.items()
                 if k in before["retain"] and k in before["target"]
             }
+        if isinstance(ret, Measurement):
             gaps = {k: min_gap(before["target"][k], before["retain"][k]) for k in before["retain"]}
             out["knowledge"] = {
                 k: knowledge(v, ret.values[k], tgt.values[k], gaps[k])
                 for k, v in unl.values.items()
                 if k in ret.values and k in tgt.values and k in gaps
             }
+        missing = {
+            k: r for m in got.values() if isinstance(m, Measurement) for k, r in m.missing.items()
+        }
+        if missing:
+            out["metrics_unavailable"] = missing
         if unl.utility:
             out["utility"] = {"before": self.baseline(s.unlearned).utility, "after": unl.utility}
         if unl.note:
@@ -318,7 +365,16 @@ class AttackRunner:
         info = ATTACKS[probe]
         head: dict[str, Any] = {"kind": info.kind, "summary": info.summary}
         t0 = time.perf_counter()
+        try:
+            out = self._probe(s, probe, head)
+        except ValueError as e:  # an architecture the probe cannot read (no Llama-style MLP, ...)
+            out = {**head, "unavailable": f"unavailable: {e}"}
+        out["seconds"] = round(time.perf_counter() - t0, 2)
+        return out
+
+    def _probe(self, s: Subjects, probe: str, head: dict[str, Any]) -> dict[str, Any]:
         pairs = [(r.question, r.answer) for r in self.split.records]
+        encode = pair_encoder(self.bench, self.split.template)
         if probe == "logit_lens":
             from obliviate.probes.logit_lens import logit_lens
 
@@ -334,6 +390,7 @@ class AttackRunner:
                             pairs,
                             batch_size=self.options.batch_size,
                             max_length=min(self.split.max_length, self._context(model)),
+                            encode=encode,
                         )
                     ]
             out = {**head, "layers": len(curves["unlearned"]), "prob_by_layer": curves}
@@ -366,11 +423,11 @@ class AttackRunner:
                     seed=self.cfg.seed,
                     batch_size=self.options.batch_size,
                     max_length=min(self.split.max_length, self._context(target)),
+                    encode=encode,
                 )
             out = {**head, **_plain(traced)}
         else:
             raise KeyError(probe)
-        out["seconds"] = round(time.perf_counter() - t0, 2)
         return out
 
     def robustness(self, s: Subjects, names: list[str]) -> dict[str, Any]:
@@ -406,7 +463,9 @@ class AttackRunner:
             )
         elif score is None:
             out["robust_forget_score"] = (
-                "unavailable: the target knows no more than the retain model on any metric"
+                "unavailable: no attack placed the unlearned model between the retain model and "
+                "the target (the target must know clearly more than the retain model on some "
+                "metric; see each attack's knowledge and metrics_unavailable)"
             )
         else:
             out["robust_forget_score"] = score
@@ -424,12 +483,16 @@ def _paths(s: Subjects) -> dict[str, str]:
     return out
 
 
-def _numbers(agg: dict[str, Any], keys: list[str]) -> dict[str, float]:
-    return {
-        k: float(agg[k])
-        for k in keys
-        if isinstance(agg.get(k), int | float) and math.isfinite(float(agg[k]))
-    }
+def _numbers(agg: dict[str, Any], keys: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """The finite numbers among ``keys`` of a split's aggregates, and why the others are missing."""
+    values, missing = {}, {}
+    for k in keys:
+        v = agg.get(k)
+        if isinstance(v, int | float) and math.isfinite(float(v)):
+            values[k] = float(v)
+        else:
+            missing[k] = v if isinstance(v, str) else "unavailable: no record gave it a value"
+    return values, missing
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

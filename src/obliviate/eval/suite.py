@@ -270,7 +270,7 @@ def _plan(
     return plan
 
 
-def _pair_encoder(bench: Benchmark, template: str) -> Callable:
+def pair_encoder(bench: Benchmark, template: str) -> Callable:
     """How ``template``'s (prompt, answer) pairs become ids: the benchmark's own format, raw text,
     or the QA template."""
     if template in bench.templates:
@@ -278,7 +278,7 @@ def _pair_encoder(bench: Benchmark, template: str) -> Callable:
     return PAIR_ENCODERS.get(template, encode_pair)
 
 
-def _prompt_encoder(bench: Benchmark, template: str) -> Callable:
+def prompt_encoder(bench: Benchmark, template: str) -> Callable:
     if template in bench.templates:
         return bench.templates[template][1]
     return PROMPT_ENCODERS.get(template, encode_prompt)
@@ -293,7 +293,7 @@ def _gradnorms(model, tokenizer, plan: _Plan, bench: Benchmark) -> dict[tuple[st
     out = {}
     for split, i in plan.gradients:
         r = split.records[i]
-        encode = _pair_encoder(bench, split.template)
+        encode = pair_encoder(bench, split.template)
         b = pad_pairs(
             [encode(tokenizer, r.question, r.answer, split.max_length)], tokenizer.pad_token_id
         )
@@ -335,21 +335,21 @@ def evaluate_splits(
 
     scored: dict[Any, Any] = {}
     for (tmpl, max_len), pairs in plan.score.items():
-        enc = _pair_encoder(bench, tmpl)
+        enc = pair_encoder(bench, tmpl)
         got = score_pairs(
             model, tokenizer, pairs, bs, max_len, counter, f"score ({tmpl})", encode=enc
         )
         scored.update({(tmpl, max_len, *k): v for k, v in got.items()})
     generated: dict[Any, tuple[str, list[int]]] = {}
     for (tmpl, budget), prompts in plan.generate.items():
-        enc = _prompt_encoder(bench, tmpl)
+        enc = prompt_encoder(bench, tmpl)
         got = generate_answers(
             model, tokenizer, prompts, budget, bs, counter, f"generate ({tmpl})", encode=enc
         )
         generated.update({(tmpl, budget, k): v for k, v in got.items()})
     ref_scored: dict[Any, Any] = {}
     for (tmpl, max_len), pairs in plan.reference.items():
-        enc = _pair_encoder(bench, tmpl)
+        enc = pair_encoder(bench, tmpl)
         got = score_pairs(
             ref_model, ref_tokenizer or tokenizer, pairs, bs, max_len, desc="reference", encode=enc
         )

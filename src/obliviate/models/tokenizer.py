@@ -63,9 +63,16 @@ def format_prompt(
             messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    form = template or PLAIN_TEMPLATE
-    context = "".join(form.format(question=q) + a + "\n\n" for q, a in shots)
-    return context + form.format(question=question)
+    return plain_prompt(question, shots, template or PLAIN_TEMPLATE)
+
+
+def plain_prompt(
+    question: str, shots: Sequence[tuple[str, str]] = (), template: str = PLAIN_TEMPLATE
+) -> str:
+    """``template`` filled with each shot's question and its answer, a blank line after each,
+    then with ``question`` (MUSE's KnowMem prompt is this with its in-context examples)."""
+    context = "".join(template.format(question=q) + a + "\n\n" for q, a in shots)
+    return context + template.format(question=question)
 
 
 def encode_prompt(

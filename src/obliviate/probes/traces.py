@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.eval.scoring import score_pairs
+from obliviate.models.tokenizer import encode_pair
 
 Vector = Sequence[int | float]
 """A value vector's address ``(layer, j)``; a ``(layer, j, score)`` triple is accepted too."""
@@ -180,8 +181,9 @@ def _mean_prob(
     batch_size: int,
     max_length: int,
     desc: str,
+    encode: Callable = encode_pair,
 ) -> float:
-    scored = score_pairs(model, tokenizer, pairs, batch_size, max_length, desc=desc)
+    scored = score_pairs(model, tokenizer, pairs, batch_size, max_length, desc=desc, encode=encode)
     return sum(math.exp(-scored[p].mean_nll) for p in pairs) / len(pairs)
 
 
@@ -211,6 +213,7 @@ def parametric_traces(
     seed: int = 0,
     batch_size: int = 32,
     max_length: int = 512,
+    encode: Callable = encode_pair,
 ) -> dict[str, object]:
     """The parametric-trace probe: are the forget facts' value vectors still in the weights?
 
@@ -238,7 +241,7 @@ def parametric_traces(
     random_sim = trace_similarity(target, unlearned, control)
 
     def prob(desc: str) -> float:
-        return _mean_prob(target, tokenizer, pairs, batch_size, max_length, desc)
+        return _mean_prob(target, tokenizer, pairs, batch_size, max_length, desc, encode)
 
     before = prob("traces: target")
     ablated = _with_ablation(target, vectors, lambda: prob("traces: concept vectors ablated"))

@@ -7,12 +7,16 @@ from typing import Any
 
 from obliviate.report import plots
 from obliviate.report.runs import Run
+from obliviate.tables import number
 
 
 def _num(v: Any, signed: bool = False) -> str:
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return f"{v:+.2f}" if signed else f"{v:.2f}"
-    return "–"
+    return number(v, signed, missing="–")
+
+
+def _metric(a: dict[str, Any], part: str, key: str) -> Any:
+    got = a.get(part)
+    return got.get(key) if isinstance(got, dict) else None
 
 
 def _table(res: dict[str, Any]) -> str:
@@ -34,8 +38,8 @@ def _table(res: dict[str, Any]) -> str:
             )
         else:
             cells.append(f"<td>{a.get('measured', '–')}</td>")
-            cells += [f"<td>{_num(a.get('recovered', {}).get(k), True)}</td>" for k in keys]
-            cells += [f"<td>{_num(a.get('retain_recovered', {}).get(k), True)}</td>" for k in keys]
+            cells += [f"<td>{_num(_metric(a, 'recovered', k), True)}</td>" for k in keys]
+            cells += [f"<td>{_num(_metric(a, 'retain_recovered', k), True)}</td>" for k in keys]
             ks = [v for v in a.get("knowledge", {}).values() if isinstance(v, int | float)]
             cells.append(f"<td>{_num(max(ks)) if ks else '–'}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")

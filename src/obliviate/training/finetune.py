@@ -24,9 +24,11 @@ def run_finetune(
     device: torch.device,
     resume: bool = False,
     what: str = "fine-tuning",
+    section: str = "finetune",
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place; checkpoints (``cfg.save_every``) go under ``work_dir``, and
-    ``resume`` continues from the newest complete one there."""
+    ``resume`` continues from the newest complete one there. ``section``: the config section
+    a divergence message tells the user to change."""
     dataset = QADataset(records)
     args = training_arguments(cfg, len(dataset), work_dir, device)
     trainer = GuardedTrainer(
@@ -35,7 +37,7 @@ def run_finetune(
         train_dataset=dataset,
         data_collator=SFTCollator(tokenizer, cfg.max_length),
         what=what,
-        section="finetune",
+        section=section,
         abort_grad_norm=cfg.abort_grad_norm,
     )
     out = train(trainer, resume)

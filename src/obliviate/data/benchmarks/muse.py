@@ -51,8 +51,9 @@ PRIVLEAK_METRICS = (
 
 def knowmem_prompt(icl: Sequence[tuple[str, str]], question: str) -> str:
     """In-context examples then the question, in MUSE's ``Question: …\\nAnswer: `` format."""
-    head = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in icl)
-    return head + f"Question: {question}\nAnswer: "
+    from obliviate.models.tokenizer import plain_prompt
+
+    return plain_prompt(question, icl)
 
 
 def cut_at_stop(text: str, stops: Sequence[str] = STOP_STRINGS) -> str:
