@@ -86,10 +86,14 @@ def test_default_expands_to_every_attack_in_order():
     ],
 )
 def test_attack_config_refuses_bad_values(override, message):
+    """Refused when the config loads or, for the metric names (whose registry is heavy to
+    import), when the attack starts: before any model is loaded either way."""
     from obliviate import load_config
+    from obliviate.attacks.run import AttackRunner
+    from obliviate.experiment import Experiment
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        load_config("demo", [override])
+        AttackRunner(Experiment(load_config("demo", [override])))
 
 
 # ------------------------------------------------------------------ prompt attacks
@@ -442,3 +446,28 @@ def test_attacks_leave_the_cached_models_as_saved_and_a_failing_probe_is_unavail
     state = cached.state_dict()  # the object the baseline and prompt attacks read
     assert all(torch.equal(before[k], state[k]) for k in before)
     assert res["probes"]["logit_lens"]["unavailable"].startswith("unavailable: GPT2LMHeadModel")
+
+
+def test_report_shows_an_attacked_run_whose_probe_was_unavailable(tmp_path):
+    """An unavailable logit lens leaves the plot out; the table still lists its reason."""
+    from report_dirs import demo_dir
+
+    from obliviate.report import load_runs
+    from obliviate.report.html import render_report
+
+    run = demo_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    res = {
+        "metrics": ["prob"],
+        "attacks": {"quant4": {"kind": "model", "unavailable": "unavailable: no weights here"}},
+        "probes": {"logit_lens": {"kind": "probe", "unavailable": "unavailable: no norm"}},
+        "robust_forget_score": "unavailable: no retain model",
+    }
+    for row in summary["rows"]:
+        if row["model"] == "npo":
+            row["robustness"] = res
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = render_report(load_runs([run]))
+    assert "npo: robust forget score unavailable: no retain model" in html
+    assert "unavailable: no weights here" in html
+    assert 'alt="logit lens per layer"' not in html

@@ -378,3 +378,21 @@ def test_watermark_z_directions():
     assert direction("forget_watermark_z", roles) == "ref"
     assert direction("retain_watermark_z", roles) == "ref"
     assert direction("holdout_watermark_z", roles) is None
+
+
+def test_pooled_detection_equals_detecting_all_texts_at_once():
+    from obliviate.data.watermark import detect, pooled, watermark_text
+
+    texts = [
+        watermark_text("Her hobby is sailing. She was born in Velmora.", "Ana", "k"),
+        "His favourite hobby is chess.",
+        "No choice here at all.",
+    ]
+    one = [detect([t], "Ana", "k") for t in texts]
+    together = detect(texts, "Ana", "k")
+    both = pooled(one)
+    assert (both.green, both.points) == (together.green, together.points)
+    assert (both.expected, both.variance, both.z) == pytest.approx(
+        (together.expected, together.variance, together.z)
+    )
+    assert together.points == sum(d.points for d in one) > 0

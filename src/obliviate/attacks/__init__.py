@@ -83,3 +83,21 @@ def resolve_attacks(names: Sequence[str], at: str = "attack.attacks") -> list[st
 
 def check_attack_names(names: Sequence[str], at: str = "attack.attacks") -> None:
     resolve_attacks(names, at)
+
+
+def check_attack_metrics(names: Sequence[str], at: str = "attack.metrics") -> None:
+    """Each name must be a registered metric measuring knowledge (higher = more of the answer
+    known: probability, ROUGE, fact recall, ...), the only kind a recovered fraction means
+    anything for."""
+    from obliviate.eval.directions import MEMORY_AGGREGATES
+    from obliviate.eval.registry import metrics
+
+    known = metrics()
+    usable = [n for n, m in known.items() if m.aggregate and m.aggregate_key in MEMORY_AGGREGATES]
+    for i, m in enumerate(names):
+        if m not in usable:
+            what = "is not a known metric" if m not in known else "does not measure knowledge"
+            raise ConfigError(
+                f"{at}[{i}]={m!r} {what}",
+                f"choose knowledge metrics (higher = more known): {', '.join(usable)}",
+            )

@@ -42,30 +42,29 @@ def find_targets(
 
     Results already in place are refused (unless ``overwrite``) before a target or retain model
     is looked up, since the tiny ones may have to be trained."""
-    if not run.is_dir():
-        raise ConfigError(f"run directory {run} does not exist", FIX)
     summary = _read(run / "summary.json")
-    if isinstance(summary.get("rows"), list):
+    demo = isinstance(summary.get("rows"), list)
+    if demo:
         targets = _demo_targets(run, summary)
+        outs = [t.out for t in targets]
     else:
-        targets = [Target(run.name, run, Subjects(_evaluated_model(run, summary), ""))]
-    for t in targets:
-        if (t.out / RESULT).exists() and not overwrite:
+        model, outs = _evaluated_model(run, summary), [run]
+    for out in outs:
+        if (out / RESULT).exists() and not overwrite:
             raise ConfigError(
-                f"{t.out / RESULT} already holds results", "pass --overwrite to replace them"
+                f"{out / RESULT} already holds results", "pass --overwrite to replace them"
             )
-    if isinstance(summary.get("rows"), list):
+    if demo:
         return targets, summary
-    s = targets[0].subjects
-    s.target = exp.cfg.model.path or stages.target_model(exp)
-    if _same(s.target, s.unlearned):
+    target = exp.cfg.model.path or stages.target_model(exp)
+    if _same(target, model):
         raise ConfigError(
-            f"the run's model.path is the model to attack ({s.unlearned}), so its target (the "
+            f"the run's model.path is the model to attack ({model}), so its target (the "
             "model before unlearning) is unknown",
             "pass model.path=<the model it was unlearned from>",
         )
-    s.retain = stages.retain_model(exp)
-    return targets, None
+    subjects = Subjects(model, target, stages.retain_model(exp))
+    return [Target(run.name, run, subjects)], None
 
 
 def _demo_targets(run: Path, summary: dict[str, Any]) -> list[Target]:

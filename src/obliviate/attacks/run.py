@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from obliviate import progress
-from obliviate.attacks import ATTACKS, MODEL, PROBE, PROMPT, RELEARN
+from obliviate.attacks import ATTACKS, MODEL, PROBE, PROMPT, RELEARN, check_attack_metrics
 from obliviate.attacks import prompts as P
 from obliviate.attacks.recovery import knowledge, min_gap, recovered_fraction, robust_forget_score
 from obliviate.attacks.relearn import relearn_, relearn_plan
@@ -70,6 +70,7 @@ class AttackRunner:
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
         self.cfg = exp.cfg.attack
+        check_attack_metrics(self.cfg.metrics)
         self.bench = exp.benchmark
         names = [s.name for s in self.bench.eval_splits]
         if self.cfg.split not in names:
@@ -86,7 +87,7 @@ class AttackRunner:
                 f"attack a forget split: {', '.join(forget) or 'this benchmark has none'}",
             )
         retain = self.bench.splits_with_role("retain")
-        self.retain_split = retain[0] if retain and retain[0] is not self.split else None
+        self.retain_split = retain[0] if retain else None
         registry = metrics()
         self.metrics = [registry[m] for m in self.cfg.metrics if registry[m].applies_to(self.split)]
         if not self.metrics:

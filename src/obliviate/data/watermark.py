@@ -297,6 +297,21 @@ def detect(
             green += pt.variant == _green_index(key, pt.cls)
             expected += p
             variance += p * (1.0 - p)
+    return _detection(green, points, expected, variance)
+
+
+def pooled(detections: Sequence[Detection]) -> Detection:
+    """One detection over the texts of several (their counts add up), as :func:`detect` over
+    all the texts at once would give."""
+    return _detection(
+        sum(d.green for d in detections),
+        sum(d.points for d in detections),
+        sum(d.expected for d in detections),
+        sum(d.variance for d in detections),
+    )
+
+
+def _detection(green: int, points: int, expected: float, variance: float) -> Detection:
     z = (green - expected) / math.sqrt(variance) if points else 0.0
     return Detection(green, points, expected, variance, z)
 

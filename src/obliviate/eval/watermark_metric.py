@@ -61,7 +61,7 @@ def watermark_z(
     secret = samples[0].watermark_key
     if secret is None:
         return NO_WATERMARK
-    from obliviate.data.watermark import detect  # imported here: registering stays cheap
+    from obliviate.data.watermark import detect, pooled  # here: registering stays cheap
 
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
@@ -69,16 +69,11 @@ def watermark_z(
             groups[(s.role, s.record.author)].append(i)
     out: list[float | None] = [None] * len(samples)
     for (_, owner), idx in groups.items():
+        own = {i: detect([samples[i].generation], owner, secret, [_facts(samples[i])]) for i in idx}
+        for i, d in own.items():
+            rows[i]["watermark_points"] = d.points
+            rows[i]["watermark_green"] = d.green
+        z = pooled(list(own.values())).z  # the owner's answers in this split, counted once
         for i in idx:
-            own = detect([samples[i].generation], owner, secret, [_facts(samples[i])])
-            rows[i]["watermark_points"] = own.points
-            rows[i]["watermark_green"] = own.green
-        pooled = detect(
-            [samples[i].generation for i in idx],
-            owner,
-            secret,
-            [_facts(samples[i]) for i in idx],
-        )
-        for i in idx:
-            out[i] = pooled.z
+            out[i] = z
     return out

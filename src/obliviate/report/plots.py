@@ -65,6 +65,18 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def _panels(n: int, max_cols: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` panels, at most ``max_cols`` a row, each ``width`` × ``height`` inches;
+    the grid's unused cells are hidden. Call inside :func:`_style`."""
+    ncols = min(max_cols, n)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(width * ncols, height * nrows)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def _style() -> Any:
     import matplotlib
 
@@ -278,12 +290,9 @@ def curves(runs: list[Run]) -> bytes | None:
     if not series:
         return None
     col = colors(runs)
-    ncols = min(2, len(series))
-    nrows = math.ceil(len(series) / ncols)
     with _style():
-        fig = _figure(5.0 * ncols, 3.3 * nrows)
-        grid = fig.subplots(nrows, ncols, squeeze=False)
-        for ax, (name, plot) in zip(grid.flat, series.items(), strict=False):
+        fig, axes = _panels(len(series), 2, 5.0, 3.3)
+        for ax, (name, plot) in zip(axes, series.items(), strict=True):
             for run, (xs, ys) in plot["lines"].items():
                 marker = "o" if len(xs) <= 30 else None
                 ax.plot(
@@ -299,8 +308,6 @@ def curves(runs: list[Run]) -> bytes | None:
             ax.set_xlabel(plot["xlabel"])
             ax.set_ylabel(plot["ylabel"])
             ax.legend()
-        for ax in list(grid.flat)[len(series) :]:
-            ax.set_visible(False)
         return _png(fig)
 
 
@@ -310,21 +317,19 @@ def curves(runs: list[Run]) -> bytes | None:
 def logit_lens(runs: list[Run]) -> bytes | None:
     """Per attacked run, the forget answer's probability decoded from every layer for the
     target, the retain model and the unlearned model; None when no run has a logit-lens probe."""
-    lensed = [
-        (r, r.summary["robustness"]["probes"]["logit_lens"])
-        for r in runs
-        if isinstance(r.summary.get("robustness"), dict)
-        and "logit_lens" in r.summary["robustness"].get("probes", {})
-    ]
+    lensed = []
+    for r in runs:
+        robustness = r.summary.get("robustness")
+        probes = robustness.get("probes") if isinstance(robustness, dict) else None
+        lens = probes.get("logit_lens") if isinstance(probes, dict) else None
+        if isinstance(lens, dict) and "prob_by_layer" in lens:  # not an unavailable probe
+            lensed.append((r, lens))
     if not lensed:
         return None
     col = colors(runs)
-    ncols = min(3, len(lensed))
-    nrows = math.ceil(len(lensed) / ncols)
     with _style():
-        fig = _figure(3.6 * ncols, 3.0 * nrows)
-        grid = fig.subplots(nrows, ncols, squeeze=False)
-        for ax, (run, lens) in zip(grid.flat, lensed, strict=False):
+        fig, axes = _panels(len(lensed), 3, 3.6, 3.0)
+        for ax, (run, lens) in zip(axes, lensed, strict=True):
             curves = lens["prob_by_layer"]
             for who, color in (
                 ("target", TARGET_COLOR),
@@ -340,6 +345,4 @@ def logit_lens(runs: list[Run]) -> bytes | None:
             ax.set_ylabel("forget answer probability")
             ax.set_ylim(0, 1.02)
             ax.legend()
-        for ax in list(grid.flat)[len(lensed) :]:
-            ax.set_visible(False)
         return _png(fig)
