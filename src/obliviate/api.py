@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from obliviate import stages
+from obliviate import distributed, stages
 from obliviate.config import ExperimentConfig
 from obliviate.data.benchmarks import Benchmark
 from obliviate.errors import ConfigError
@@ -93,6 +93,14 @@ def check_inputs(exp: Experiment, models: list[str | None]) -> None:
         check_tasks(e.lm_eval_tasks, e.lm_eval_include_path)
 
 
+def check_selection_inputs(exp: Experiment) -> None:
+    """``unlearn.eval_metrics`` resolved on the benchmark (a split it lacks is refused) before
+    anything is trained; nothing without ``unlearn.eval_every``."""
+    from obliviate.training.select import check_on_benchmark
+
+    check_on_benchmark(exp)
+
+
 # ---------------------------------------------------------------- models
 
 
@@ -132,9 +140,11 @@ def unlearn(cfg: Config, overwrite: bool = False, resume: bool = False) -> str:
     """
     exp = Experiment.of(cfg)
     stages.require_trainable(exp, "unlearn")
+    distributed.check_zero3(exp.cfg.unlearn)
     run = Path(exp.cfg.run_dir)
     with staged_run(run, "unlearn", ("model", "config.yaml"), "model", overwrite, resume) as st:
         check_inputs(exp, [exp.cfg.model.path])
+        check_selection_inputs(exp)
         source = stages.target_model(exp)
         st.check_resume_key(stages.unlearn_key(exp, source))
         write_config(exp.cfg, st.out)
@@ -274,8 +284,26 @@ def evaluate(
     input is checked before anything is scored; a model with non-finite weights is refused.
     ``record_card``: add the headline metrics to the model's card (an obliviate model dir's
     README.md), once the results are in place.
+
+    In a multi-process launch (:mod:`obliviate.distributed`) the main process evaluates while
+    the others wait, and every process returns the same summary; models the evaluation needs
+    trained first (the tiny target or retain model) are trained by all processes together.
     """
     exp = Experiment.of(cfg)
+    if distributed.active():
+        _train_dependencies(exp, model_path, reference, is_reference)
+        return distributed.on_main(
+            lambda: evaluate(
+                exp,
+                model_path,
+                out_dir,
+                reference,
+                overwrite,
+                is_reference,
+                record_config,
+                record_card,
+            )
+        )
     run = Path(out_dir or exp.cfg.run_dir)
     owns = ("eval", "summary.json") + (("config.yaml",) if record_config else ())
     with staged_run(run, "eval", owns, "summary.json", overwrite) as st:
@@ -291,6 +319,18 @@ def evaluate(
     if record_card:
         record_card_metrics(path, summary, run)
     return summary
+
+
+def _train_dependencies(
+    exp: Experiment, model_path: str | None, reference: Any, is_reference: bool
+) -> None:
+    """Before a launch's main process evaluates alone: train (all processes together, cached)
+    the models it would otherwise train alone, the tiny target and the retain model."""
+    c = exp.cfg
+    if model_path is None and c.model.path is None and exp.benchmark.trainable:
+        stages.target_model(exp)
+    if reference is None and not is_reference and not c.eval.retain_eval:
+        stages.retain_model(exp)
 
 
 def record_card_metrics(

@@ -5,6 +5,11 @@ An entry is a directory ``<root>/<kind>/<hash>``; it is built in a temporary sib
 a result. A later build removes the temporary folders of dead processes; one that holds a complete
 training checkpoint is kept for ``--resume`` (which adopts it) until a build of the same entry
 starts without ``--resume``.
+
+In a multi-process launch (:mod:`obliviate.distributed`) every process sees the main process's
+hit / miss decision; an entry that trains (:data:`TRAINED_KINDS`) is built by all processes
+together in the main process's temporary dir and committed by the main process alone, once every
+process has finished; any other entry is built by the main process while the others wait.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from obliviate import distributed
 from obliviate.errors import ConfigError
 
 #: Bump when a change to generation or training code must invalidate cached artefacts.
 CODE_VERSION = "3"
+
+#: Entries built by training: in a multi-process launch every process takes part (DDP needs them).
+TRAINED_KINDS = frozenset({"finetune", "unlearn"})
 
 
 def default_cache_root() -> Path:
@@ -45,10 +54,61 @@ class Cache:
     ) -> tuple[Path, bool]:
         """Return ``(dir, hit)``. On a miss, ``build(tmp_dir)`` fills a temp dir that is then
         renamed. ``resume``: a dead process's temp dir for this entry is handed to ``build``
-        (its checkpoints let the build continue) instead of being removed."""
+        (its checkpoints let the build continue) instead of being removed.
+
+        In a multi-process launch: a ``kind`` in :data:`TRAINED_KINDS` is built by every process
+        in the same temp dir (``build`` must leave writing the result to the main process) and
+        committed by the main process; any other kind is built by the main process alone."""
+        if not distributed.active():
+            return self._get_or_build(kind, key, build, resume)
+        distributed.barrier()  # every process is at the check: one decision for all
+        if kind not in TRAINED_KINDS:
+            return distributed.on_main(lambda: self._get_or_build(kind, key, build, resume))
+        return self._build_together(kind, key, build, resume)
+
+    def _get_or_build(
+        self, kind: str, key: Any, build: Callable[[Path], None], resume: bool
+    ) -> tuple[Path, bool]:
         final = self.path(kind, key)
         if (final / ".complete").is_file():
             return final, True
+        tmp = self._start(final, resume)
+        try:
+            build(tmp)
+            self._commit(tmp, final, key)
+        except BaseException:
+            _discard(tmp)
+            raise
+        return final, False
+
+    def _build_together(
+        self, kind: str, key: Any, build: Callable[[Path], None], resume: bool
+    ) -> tuple[Path, bool]:
+        """A trained entry in a multi-process launch (see :meth:`get_or_build`)."""
+        final = self.path(kind, key)
+
+        def plan() -> Path | None:  # main: None on a hit, else the temp dir all build in
+            return None if (final / ".complete").is_file() else self._start(final, resume)
+
+        tmp = distributed.on_main(plan)
+        if tmp is None:
+            return final, True
+        try:
+            build(tmp)
+        except BaseException:
+            distributed.all_ok(False)
+            if distributed.is_main():
+                _discard(tmp)
+            raise
+        if not distributed.all_ok(True):
+            if distributed.is_main():
+                _discard(tmp)
+            raise distributed.peer_failed(f"building the cached {kind} entry")
+        distributed.on_main(lambda: self._commit(tmp, final, key))
+        return final, False
+
+    def _start(self, final: Path, resume: bool) -> Path:
+        """A fresh temp dir for building ``final`` (a dead process's, with ``resume``)."""
         tmp = final.with_name(final.name + f".tmp{os.getpid()}")
         self._ensure(final.parent)
         if tmp.exists():
@@ -57,18 +117,18 @@ class Cache:
         if adopted is not None:
             os.replace(adopted, tmp)
         tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
+    def _commit(self, tmp: Path, final: Path, key: Any) -> None:
         try:
-            build(tmp)
             (tmp / ".key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
             (tmp / ".complete").write_text("ok\n")
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:
-            if not holds_checkpoint(tmp):  # else kept for --resume
-                shutil.rmtree(tmp, ignore_errors=True)
+            _discard(tmp)
             raise
-        return final, False
 
     def _ensure(self, folder: Path) -> None:
         """``folder`` exists and is writable, or one line saying which cache dir is unusable."""
@@ -97,6 +157,12 @@ class Cache:
             elif not resumable or d.name.startswith(final.name + ".tmp"):
                 shutil.rmtree(d, ignore_errors=True)
         return adopt
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a failed build's temp dir, unless it holds a checkpoint (kept for --resume)."""
+    if tmp.exists() and not holds_checkpoint(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 COMPLETE = "COMPLETE"

@@ -27,10 +27,12 @@ __all__ = [
     "EvalConfig",
     "ExperimentConfig",
     "FinetuneConfig",
+    "LoraConfig",
     "MaskConfig",
     "ModelConfig",
     "OptimConfig",
     "RelearnConfig",
+    "SweepConfig",
     "TinyModelConfig",
     "UnlearnConfig",
     "dump_yaml",
@@ -199,6 +201,18 @@ class FinetuneConfig(OptimConfig):
     warmup_epochs: float = 1.0
 
 
+def require_gradient_method(at: str, method: str, why: str) -> None:
+    """``at`` (a setting of gradient training) is refused with a method of another family."""
+    from obliviate.methods import get_method
+
+    family = get_method(method).cls.family
+    if family != "gradient":
+        raise ConfigError(
+            f"{at} is set but unlearn.method={method} is a {family} method",
+            f"{why}: remove {at} or pick a gradient method",
+        )
+
+
 @dataclass
 class MaskConfig:
     """``unlearn.mask``: WAGLE weight attribution (Jia et al., 2024). Training updates only the
@@ -221,14 +235,7 @@ class MaskConfig:
     on the mask itself); a value given here must match the file."""
 
     def validate(self, at: str, method: str) -> None:
-        from obliviate.methods import get_method
-
-        family = get_method(method).cls.family
-        if family != "gradient":
-            raise ConfigError(
-                f"{at} is set but unlearn.method={method} is a {family} method",
-                f"a weight mask restricts gradient training: remove {at} or pick a gradient method",
-            )
+        require_gradient_method(at, method, "a weight mask restricts gradient training")
         if (self.fraction is None) == (self.path is None):
             both = "both" if self.fraction is not None else "neither"
             raise ConfigError(
@@ -263,6 +270,58 @@ class MaskConfig:
 
 
 @dataclass
+class LoraConfig:
+    """``unlearn.lora``: train a LoRA adapter (through ``peft``) instead of the full weights, with
+    the base frozen (:mod:`obliviate.training.lora`). A method's reference model is then the base
+    with the adapter disabled, not a second copy in memory. Gradient methods only."""
+
+    r: int = 8
+    """Rank of each adapter update BA."""
+    alpha: float = 16.0
+    """Scaling numerator: the update is (alpha / r)·BA."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input."""
+    target_modules: list[str] | None = None
+    """Module names that get an adapter, matched against the end of each module's dotted path
+    (``down_proj``, ``mlp.down_proj``); each must exist in the model. None: every linear projection
+    inside the decoder layers (Llama / Mistral / Qwen2 / Gemma: q,k,v,o,gate,up,down_proj; Phi-3:
+    qkv_proj, o_proj, gate_up_proj, down_proj; GPT-2: c_attn, c_proj, c_fc; GPT-NeoX:
+    query_key_value, dense, dense_h_to_4h, dense_4h_to_h), never the LM head, embeddings or MoE
+    routers."""
+    save: str = "adapter"
+    """``adapter``: the run's model dir is a peft adapter naming the source model (its absolute
+    path, or a hub id as given) as its base; eval, the attacks and the report merge it on load.
+    ``merged``: the adapter is merged into the base weights and saved as a full model dir."""
+
+    def validate(self, at: str, method: str) -> None:
+        require_gradient_method(at, method, "LoRA trains an adapter with a gradient method")
+        _range(f"{at}.r", self.r, 1, 1_000_000)
+        if not 0.0 < self.alpha < float("inf"):
+            raise ConfigError(f"{at}.alpha={self.alpha} is out of range", "use a value > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(
+                f"{at}.dropout={self.dropout} is out of range", "use a value in [0, 1)"
+            )
+        if self.target_modules is not None:
+            if not self.target_modules:
+                raise ConfigError(
+                    f"{at}.target_modules is empty",
+                    "name modules (e.g. [q_proj, v_proj]) or leave it unset",
+                )
+            for name in self.target_modules:
+                if not isinstance(name, str) or not name.strip() or name != name.strip():
+                    raise ConfigError(
+                        f"{at}.target_modules holds an empty name or one with spaces: {name!r}",
+                        "give module names such as q_proj or mlp.down_proj",
+                    )
+                if self.target_modules.count(name) > 1:
+                    raise ConfigError(
+                        f"{at}.target_modules names {name} twice", "give each module once"
+                    )
+        _choice(f"{at}.save", self.save, ("adapter", "merged"))
+
+
+@dataclass
 class UnlearnConfig(OptimConfig):
     """Which unlearning method to run and its optimisation schedule."""
 
@@ -280,6 +339,26 @@ class UnlearnConfig(OptimConfig):
     mask: MaskConfig | None = None
     """WAGLE weight mask (``unlearn.mask.fraction=0.2``): train only the attributed weights.
     Null: every trainable weight is updated."""
+    lora: LoraConfig | None = None
+    """LoRA (``unlearn.lora.r=8``): train an adapter, base frozen; null: full weights."""
+    eval_every: str | None = None
+    """Evaluate the model in memory during training every ``N epochs`` or ``N steps`` (a bare
+    number is epochs; ``0.5`` is every half epoch), on ``eval_metrics``, and at step 0 (the
+    target) and the last step; the curve goes to the log and the model card. Gradient methods
+    only. Null: never (:mod:`obliviate.training.select`)."""
+    eval_metrics: list[str] = field(
+        default_factory=lambda: ["forget_quality", "model_utility", "forget_prob", "retain_prob"]
+    )
+    """What ``eval_every`` computes (and ``select_best`` reads): ``forget_quality``,
+    ``model_utility``, ``privleak``, ``mia_auc_<attack>``, ``privleak_<attack>`` or a split's
+    ``<split>_<key>`` (``forget_prob``, ``retain_rouge``, …). Only their passes run;
+    ``model_utility`` and ``*_rouge`` generate answers, the others are teacher-forced."""
+    select_best: str | None = None
+    """Save the best evaluated checkpoint instead of the last (needs ``eval_every``):
+    ``max|min METRIC [subject to METRIC >= K*target|NUMBER and …]``, e.g. ``max forget_quality
+    subject to model_utility >= 0.9*target`` (``target``: the step-0 value). When no evaluation
+    meets the constraints, the one missing them by the least is saved and the card says
+    ``satisfied: false``; the card's ``selection`` records the chosen step."""
     epochs: float = 5.0
     lr: float = 1e-5
     batch_size: int = 8
@@ -291,6 +370,16 @@ class UnlearnConfig(OptimConfig):
         get_method(self.method, at=f"{at}.method").check_params(self.params, at=f"{at}.params")
         if self.mask is not None:
             self.mask.validate(f"{at}.mask", self.method)
+        if self.lora is not None:
+            self.lora.validate(f"{at}.lora", self.method)
+            if self.mask is not None:
+                raise ConfigError(
+                    f"{at}.lora and {at}.mask are both set",
+                    "a WAGLE mask selects full weights: use one of them",
+                )
+        from obliviate.training.criteria import check_selection  # torch-free
+
+        check_selection(self, at)
         self.per_method = {
             name: _check_method_block(name, block, f"{at}.per_method")
             for name, block in self.per_method.items()
@@ -439,6 +528,51 @@ class AttackConfig:
         _range(f"{at}.seed", self.seed, 0, 2**32 - 1)
 
 
+@dataclass
+class SweepConfig:
+    """``obliviate sweep``: an Optuna study over unlearning settings (:mod:`obliviate.sweep`),
+    sharing the cached target and retain models. Each trial is this experiment with the trial's
+    values applied as ``key=value`` overrides; it is scored on the metrics its objective reads
+    only. Needs ``pip install 'obliviate[sweep]'``."""
+
+    trials: int = 20
+    """Trials in the study (a failed one, e.g. a diverged run, counts and is recorded)."""
+    space: dict[str, Any] = field(default_factory=dict)
+    """Search space: dotted ``unlearn.*`` key → ``{low, high}`` (float; ``log: true`` for a log
+    scale, ``step`` for a grid), ``{low, high, int: true}`` or ``{choices: [...]}``, e.g.
+    ``unlearn.lr: {low: 1.0e-5, high: 1.0e-3, log: true}``, ``unlearn.params.beta: {...}``.
+    ``unlearn.method`` and ``unlearn.per_method`` are not sweepable (one study, one method)."""
+    objective: str = "score"
+    """``score``: maximise the ``score`` formula; ``pareto``: maximise the ``pareto`` objectives
+    together and report the non-dominated trials (the Pareto set)."""
+    score: str = "log10_forget_quality + 10 * model_utility_ratio"
+    """A formula over summary metrics (names, numbers, ``+ - * /``, parentheses, ``log10()``):
+    ``forget_quality``, ``log10_forget_quality``, ``model_utility``, ``model_utility_ratio``
+    (over the target's), a split aggregate such as ``forget_prob``, and the target model's value
+    of any of these as ``target_<name>``. With ``pareto`` it picks ``best.yaml`` among the
+    Pareto set."""
+    pareto: list[str] = field(
+        default_factory=lambda: ["log10_forget_quality", "model_utility_ratio"]
+    )
+    """The objectives ``objective=pareto`` maximises (two or more formulas)."""
+    jobs: int = 1
+    """Trials run at once, each in its own process with ``threads / jobs`` CPU threads (the
+    target and retain models are built first, then shared through the cache). Trials are asked
+    and told in batches of ``jobs``, so a study stays deterministic for a given ``jobs``."""
+    sampler: str = "tpe"
+    """``tpe`` (Optuna's TPE; multi-objective TPE for ``pareto``), ``nsga2`` (NSGA-II, population
+    trials / 4 within [4, 50]) or ``random``."""
+    seed: int = 0
+    """Seeds the sampler: a study is deterministic for a given seed and ``jobs``."""
+    top: int = 5
+    """``objective=score``: trials listed in ``pareto.json`` (the best by score)."""
+
+    def validate(self, at: str) -> None:
+        from obliviate.sweep_space import check_sweep  # torch- and optuna-free
+
+        check_sweep(self, at)
+
+
 PATH_FIELDS = (
     "run_dir",
     "cache_dir",
@@ -469,6 +603,10 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    seeds: list[int] | None = None
+    """Repeat the experiment once per seed (``unlearn.seed`` takes each value; ``--seeds 3``
+    means [0, 1, 2]) and report every metric as mean ± sd over them. Null: one run."""
 
     def validate(self) -> ExperimentConfig:
         # A leading ~ is the user's home, as in a shell; only then, so hub ids stay untouched.
@@ -486,6 +624,15 @@ class ExperimentConfig:
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _range("threads", self.threads, 0, 4096)
         _range("seed", self.seed, 0, 2**32 - 1)
+        if self.seeds is not None:
+            if not self.seeds:
+                raise ConfigError(
+                    "seeds is empty", "give seeds, e.g. seeds=[0,1,2], or leave it unset"
+                )
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError(f"seeds={self.seeds} repeats a seed", "give each seed once")
+            for i, v in enumerate(self.seeds):
+                _range(f"seeds[{i}]", v, 0, 2**32 - 1)
         for f in dataclasses.fields(self):
             sub = getattr(self, f.name)
             if dataclasses.is_dataclass(sub):

@@ -83,9 +83,27 @@ class Experiment:
 
 
 def setup_runtime(cfg: ExperimentConfig) -> None:
-    """Torch threads and library verbosity, once per process."""
+    """Torch threads and library verbosity, once per process.
+
+    In a multi-process launch (``accelerate launch``, ``WORLD_SIZE`` > 1) this also starts the
+    process group at once (gloo on CPU, NCCL on GPUs; :func:`obliviate.distributed.init`), before
+    any cache or run-dir decision; an unset ``threads`` shares the machine's CPUs between the
+    processes on it; and the processes other than the main one send their stdout (a command's
+    result) to /dev/null, so the result is printed once."""
+    import sys
+
     import torch
 
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    from obliviate import distributed
+
+    cpus = os.cpu_count() or 1
+    if distributed.world_size() > 1:
+        from obliviate.models.io import resolve_device
+
+        distributed.init(cpu=resolve_device(cfg.device).type == "cpu")
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        cpus = distributed.threads_per_process(cpus)
+    torch.set_num_threads(cfg.threads or cpus)
     progress.silence_libraries()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -62,6 +62,8 @@ def log(msg: str) -> None:
     """A status line: on stderr (above any live bar) and in the run's log file."""
     line = f"[obliviate] {msg}"
     _to_file(line)
+    if not main_process():  # a launch's other processes: one copy of each line, not N
+        return
     if _live is not None and _live.live is not None:
         _live.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
     else:

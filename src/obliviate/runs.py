@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from obliviate import progress
+from obliviate import distributed, progress
 from obliviate.cache import holds_checkpoint, pid_alive
 from obliviate.config import ExperimentConfig, dump_yaml
 from obliviate.errors import ConfigError, ObliviateError
@@ -21,7 +21,10 @@ from obliviate.experiment import log
 
 def write_text(path: Path, text: str) -> None:
     """Atomic UTF-8 text write: a hidden ``.<name>.tmp<pid>`` beside ``path``, then a rename, so
-    a reader sees the old file or the new one, never half of one. Raises OSError."""
+    a reader sees the old file or the new one, never half of one. Raises OSError. In a
+    multi-process launch only the main process writes (the others skip it)."""
+    if distributed.active() and not distributed.is_main():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -70,12 +73,16 @@ class Stage:
         """Record what this run's result depends on; a resumed run must have the same."""
         f = self.work / "key.json"
         text = json.dumps(key, sort_keys=True, default=str)
-        if self.resumed and f.is_file() and f.read_text() != text:
-            raise ConfigError(
-                f"--resume: the settings differ from those of the interrupted run in {self.run}",
-                "resume with the same config, or drop --resume to start afresh",
-            )
-        f.write_text(text)
+
+        def check() -> None:
+            if self.resumed and f.is_file() and f.read_text() != text:
+                raise ConfigError(
+                    f"--resume: the settings differ from those of the interrupted run in {self.run}",
+                    "resume with the same config, or drop --resume to start afresh",
+                )
+            f.write_text(text)
+
+        distributed.on_main(check)  # in a launch: once, by the main process
 
 
 @contextmanager
@@ -97,7 +104,14 @@ def staged_run(
     (``--resume`` continues from it; a start without ``--resume`` removes it). The run dir's
     writability is checked here, before any heavy work. The command's status lines go to
     ``<run>/obliviate.log`` meanwhile (a failed run's log stays, unless its input was refused: then nothing is left).
+
+    In a multi-process launch every process runs the body in the same stage; the main process
+    alone checks, claims, logs and swaps in (:func:`_shared_staged_run`).
     """
+    if distributed.active():
+        with _shared_staged_run(run, command, owns, finished, overwrite, resume) as stage:
+            yield stage
+        return
     run = Path(run).expanduser()
     created = _make_run_dir(run)
     try:
@@ -124,6 +138,43 @@ def staged_run(
         if created and run.is_dir() and not any(run.iterdir()):
             run.rmdir()
         raise
+
+
+@contextmanager
+def _shared_staged_run(
+    run: str | Path,
+    command: str,
+    owns: Iterable[str],
+    finished: str,
+    overwrite: bool,
+    resume: bool,
+) -> Iterator[Stage]:
+    """:func:`staged_run` for every process of a launch: the main process opens the stage as a
+    one-process run would (its checks and refusals reach every process), all processes run the
+    body in it, and the main process swaps it in once every process has finished the body (or
+    removes it, keeping checkpoints, when any process failed)."""
+    opened: list[Any] = []
+
+    def open_stage() -> Stage:
+        cm = staged_run(run, command, owns, finished, overwrite, resume)
+        stage = cm.__enter__()
+        opened.append(cm)
+        return stage
+
+    stage = distributed.on_main(open_stage)
+    try:
+        yield stage
+    except BaseException as e:
+        distributed.all_ok(False)
+        if opened:
+            opened[0].__exit__(type(e), e, e.__traceback__)
+        raise
+    if not distributed.all_ok(True):
+        err = distributed.peer_failed(f"writing {stage.run}")
+        if opened:
+            opened[0].__exit__(type(err), err, None)
+        raise err
+    distributed.on_main(lambda: opened[0].__exit__(None, None, None))
 
 
 def _bad_input(e: BaseException) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from obliviate import distributed
 from obliviate.errors import ConfigError
 from obliviate.experiment import Experiment, log
 from obliviate.runs import staged_run, write_config
@@ -19,9 +20,21 @@ from obliviate.runs import staged_run, write_config
 RUN_ONLY = ("save_every", "abort_grad_norm")
 
 
+#: Unlearn settings added after caches existed: left out of the key while unset, so a cached
+#: model made before they existed is still found.
+_KEY_WHEN_SET = ("lora", "select_best")
+
+
 def result_settings(section: Any) -> dict[str, Any]:
     """A training section's settings that its result depends on (its cache key part)."""
-    return {k: v for k, v in asdict(section).items() if k not in RUN_ONLY}
+    out = {k: v for k, v in asdict(section).items() if k not in RUN_ONLY}
+    for k in _KEY_WHEN_SET:
+        if k in out and out[k] is None:
+            del out[k]
+    if out.get("select_best") is None:  # evaluating during training leaves the weights alone
+        out.pop("eval_every", None)
+        out.pop("eval_metrics", None)
+    return out
 
 
 def require_trainable(exp: Experiment, what: str) -> None:
@@ -114,7 +127,8 @@ def finetune(
         return _finetune_cached(exp, which, resume)
     with staged_run(out_dir, "finetune", ("model", "config.yaml"), "model", overwrite) as st:
         model_dir = _finetune_cached(exp, which, resume)
-        shutil.copytree(model_dir, st.out / "model")
+        if distributed.is_main():
+            shutil.copytree(model_dir, st.out / "model")
         write_config(exp.cfg, st.out)
     return str(Path(out_dir).expanduser() / "model")
 
@@ -145,7 +159,9 @@ def _finetune_cached(exp: Experiment, which: str, resume: bool = False) -> str:
             resume=resume,
             what=f"fine-tuning the {label} model",
         )
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        distributed.barrier()  # every process is done with the trainer's folder
+        if distributed.is_main():
+            shutil.rmtree(tmp / "trainer", ignore_errors=True)
         card = {
             "stage": "finetune",
             "split": which,
@@ -155,9 +171,10 @@ def _finetune_cached(exp: Experiment, which: str, resume: bool = False) -> str:
         }
         if which == "full":
             card[TINY_TARGET] = tiny_target_id(exp)
-        save_model_dir(model, tok, tmp / "model", card)
+        save_model_dir(model, tok, tmp / "model", card, distributed.gathered_weights(model))
 
-    path, hit = exp.cache.get_or_build("finetune", _finetune_key(exp, which), build, resume)
+    key = launch_key(_finetune_key(exp, which))
+    path, hit = exp.cache.get_or_build("finetune", key, build, resume)
     if hit:
         log(f"reusing cached {label} model ({path.name})")
     return str(path / "model")
@@ -212,12 +229,26 @@ def unlearn_key(exp: Experiment, source: str) -> dict[str, Any]:
     if get_method(cfg.unlearn.method).cls.artefact == WRAPPER:
         # a wrapper is only valid over the exact base bytes it was made on (it refuses others)
         src_key = {"source": src_key, "base_fingerprint": model_fingerprint(source)}
-    return {
+    from obliviate.training.select import selection_key
+
+    key = {
         "source": src_key,
         "data": exp.data_key,
         "forget": cfg.benchmark.forget_split,
         "unlearn": result_settings(cfg.unlearn),
     }
+    selection = selection_key(exp)  # select_best: the choice depends on the eval settings too
+    if selection is not None:
+        key["selection"] = selection
+    return launch_key(key)
+
+
+def launch_key(key: dict[str, Any]) -> dict[str, Any]:
+    """A trained model's cache key in a multi-process launch: the number of processes joins it
+    (the global batch is ``batch_size × processes``, so the result differs from a one-process
+    run's); a one-process run's key is unchanged."""
+    world = distributed.world_size()
+    return {**key, "processes": world} if world > 1 else key
 
 
 def unlearn_to(
@@ -233,7 +264,7 @@ def unlearn_to(
     ``resume`` continues from the newest complete checkpoint there."""
     from obliviate.methods import EditMethod, build_method
     from obliviate.models.card import SCHEDULE, WRAPPER
-    from obliviate.models.io import load_model, load_tokenizer, read_card, save_model_dir
+    from obliviate.models.io import load_model, load_tokenizer, read_card
 
     require_trainable(exp, "unlearn")
     cfg, bench = exp.cfg, exp.benchmark
@@ -262,6 +293,7 @@ def unlearn_to(
     if isinstance(method, EditMethod):
         info, wrapper = _run_edit(exp, method, model, tok, source, work)
     else:
+        from obliviate.training.select import make_monitor
         from obliviate.training.trainer import run_unlearning
 
         info = run_unlearning(
@@ -275,7 +307,9 @@ def unlearn_to(
             exp.device,
             resume=resume,
             allow_pickle=cfg.model.allow_pickle,
+            monitor=make_monitor(exp, source) if cfg.unlearn.eval_every else None,
         )
+    full_weights = distributed.gathered_weights(model)  # ZeRO-3: gathered after training
     card = {
         "stage": "unlearn",
         TINY_TARGET: read_card(source).get(TINY_TARGET),
@@ -287,18 +321,44 @@ def unlearn_to(
         "family": "masked" if "mask" in info else method.family,
         **info,
     }
+    distributed.barrier()  # in a launch: every process is done with the trainer's folder
+    if distributed.is_main():  # the result is written once
+        _save_unlearned(exp, model, tok, source, out, card, info, wrapper, work, full_weights)
+        shutil.rmtree(work, ignore_errors=True)
+    return info
+
+
+def _save_unlearned(
+    exp: Experiment,
+    model: Any,
+    tok: Any,
+    source: str,
+    out: Path,
+    card: dict[str, Any],
+    info: dict[str, Any],
+    wrapper: Any,
+    work: Path,
+    full_weights: dict[str, Any] | None,
+) -> None:
+    """Write an unlearning result at ``out``: a wrapper, a LoRA adapter (or merged model), or a
+    full model dir (``full_weights``: the weights gathered from ZeRO-3 partitions)."""
+    from obliviate.models.io import save_model_dir
+
+    cfg = exp.cfg
     if wrapper is not None:
         from obliviate.artefacts import save_wrapper
 
         save_wrapper(wrapper, tok, source, out, card)
+    elif cfg.unlearn.lora is not None:
+        from obliviate.training.lora import save_lora
+
+        save_lora(model, tok, source, out, card, cfg.unlearn.lora)
     else:
-        save_model_dir(model, tok, out, card)
+        save_model_dir(model, tok, out, card, state_dict=full_weights)
         if "mask" in info:  # unlearn.mask: the WAGLE mask trained with, beside the weights
             from obliviate.methods.mask import MASK_FILE
 
             shutil.copyfile(work / MASK_FILE, out / MASK_FILE)
-    shutil.rmtree(work, ignore_errors=True)
-    return info
 
 
 def _run_edit(

@@ -105,6 +105,23 @@ def card_markdown(card: dict[str, Any]) -> str:
         ]
     elif stage == "init":
         facts += [("Parameters", f"{card.get('parameters', '?'):,}")]
+    lora = card.get("lora")
+    if isinstance(lora, dict):
+        share = lora.get("trainable_share")
+        share_s = f", {share:.2%} of the weights trained" if is_number(share) else ""
+        targets = ", ".join(lora.get("target_modules") or [])
+        facts.append(
+            ("LoRA", f"rank {lora.get('r')}, alpha {lora.get('alpha')} on {targets}{share_s}")
+        )
+    selection = card.get("selection")
+    if isinstance(selection, dict) and "chosen_step" in selection:
+        met = "" if selection.get("satisfied", True) else " (constraints not met)"
+        facts.append(
+            (
+                "Checkpoint",
+                f"step {selection['chosen_step']}, chosen by `{selection.get('criterion')}`{met}",
+            )
+        )
     if "steps" in card:
         loss = card.get("train_loss")
         loss_s = f", mean training loss {loss:.4g}" if is_number(loss) else ""
@@ -121,21 +138,36 @@ def card_markdown(card: dict[str, Any]) -> str:
         ]
     lines += ["", "## Headline metrics", ""]
     lines += _metrics_lines(card.get("evaluation"))
+    lines += ["", "## Loading", "", *_loading(card.get("artefact", FULL_MODEL)), ""]
     lines += [
-        "",
-        "## Loading",
-        "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        'model = AutoModelForCausalLM.from_pretrained("<this directory>")',
-        'tokenizer = AutoTokenizer.from_pretrained("<this directory>")',
-        "```",
-        "",
         f"Written by obliviate. `{CARD_FILE}` holds the same facts, the per-step training log "
         "(`train_log`) and the full settings.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _loading(artefact: str) -> list[str]:
+    """How to load this kind of artefact, in a code block."""
+    if artefact == ADAPTER:
+        code = [
+            "from peft import AutoPeftModelForCausalLM  # the base named in adapter_config.json",
+            "from transformers import AutoTokenizer",
+            'model = AutoPeftModelForCausalLM.from_pretrained("<this directory>")',
+            'tokenizer = AutoTokenizer.from_pretrained("<this directory>")',
+        ]
+    elif artefact == FULL_MODEL:
+        code = [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            'model = AutoModelForCausalLM.from_pretrained("<this directory>")',
+            'tokenizer = AutoTokenizer.from_pretrained("<this directory>")',
+        ]
+    else:
+        code = [
+            "from obliviate.artefacts import load_artefact",
+            'model, tokenizer = load_artefact("<this directory>")',
+        ]
+    return ["```python", *code, "```"]
 
 
 def _title(card: dict[str, Any]) -> str:

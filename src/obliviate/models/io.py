@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from obliviate import distributed
 from obliviate.errors import ModelError
 from obliviate.models.card import CARD_FILE, FULL_MODEL, read_card, write_card  # noqa: F401
 from obliviate.models.checks import (
@@ -26,19 +27,34 @@ from obliviate.models.checks import (
 )
 from obliviate.models.tokenizer import ensure_pad_token
 
+ATTN = "sdpa"
+"""Attention implementation requested for every model loaded: PyTorch's scaled-dot-product
+attention (fused kernels on GPUs, no flash-attn build). transformers 5 already defaults to it
+where an architecture supports it (identical logits); it is named here so that the choice does
+not depend on that default. An architecture without SDPA support falls back to its default."""
+NO_SDPA = ("scaled_dot_product_attention", "sdpa")
+"""transformers' message for an architecture that does not support SDPA."""
+
 # transformers' messages when use_safetensors=True finds no safetensors (local dir / hub repo)
 NO_SAFETENSORS = ("no file named model.safetensors", "cannot be loaded with `safetensors`")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when a GPU is visible, else CPU. In a multi-process launch a CUDA device
+    without an index is this process's GPU (``cuda:<LOCAL_RANK>``)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
         raise ModelError("device=cuda but no CUDA GPU is visible", "set device=cpu or device=auto")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.local_rank())
+    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA GPU that supports it (Ampere and newer), else float32 (CPUs,
+    and GPUs without bf16, where float16 training would need loss scaling)."""
     if dtype == "auto":
         # bf16 autocast on CPU measured ~20x slower than fp32: fp32 on CPU, bf16 on capable GPUs.
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -138,16 +154,21 @@ def _load(name: str, dtype: torch.dtype, dev: torch.device, allow_pickle: bool) 
     local = Path(src).is_dir()
     if local:
         check_model_dir(src, allow_pickle=allow_pickle)
+    kw = {
+        "dtype": dtype,
+        "use_safetensors": None if allow_pickle else True,  # None: safetensors first, then .bin
+        "weights_only": True,
+        "trust_remote_code": False,
+        "output_loading_info": True,
+        **_local_kw(local),
+    }
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            src,
-            dtype=dtype,
-            use_safetensors=None if allow_pickle else True,  # None: safetensors first, then .bin
-            weights_only=True,
-            trust_remote_code=False,
-            output_loading_info=True,
-            **_local_kw(local),
-        )
+        try:
+            model, info = AutoModelForCausalLM.from_pretrained(src, attn_implementation=ATTN, **kw)
+        except ValueError as e:  # an architecture without SDPA: transformers' default (eager)
+            if not any(m in str(e) for m in NO_SDPA):
+                raise
+            model, info = AutoModelForCausalLM.from_pretrained(src, **kw)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise _load_error(name, e, allow_pickle) from None
     _refuse_missing(name, model, info.get("missing_keys", ()))
@@ -199,13 +220,20 @@ def save_model_dir(
     tokenizer: PreTrainedTokenizerBase,
     out: str | Path,
     card: dict[str, Any],
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
-    """Write safetensors + tokenizer + a model card atomically: build in ``<out>.tmp``, then rename."""
+    """Write safetensors + tokenizer + a model card atomically: build in ``<out>.tmp``, then rename.
+
+    ``state_dict``: the weights to write instead of ``model``'s own (the full weights gathered
+    from DeepSpeed ZeRO-3 partitions). In a multi-process launch only the main process writes."""
     out = Path(out)
+    if distributed.active() and not distributed.is_main():
+        return out
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    extra = {} if state_dict is None else {"state_dict": state_dict}
+    model.save_pretrained(tmp, safe_serialization=True, **extra)
     tokenizer.save_pretrained(tmp)
     write_card(tmp, {"artefact": FULL_MODEL, **card})
     if out.exists():

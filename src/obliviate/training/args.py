@@ -19,8 +19,14 @@ def training_arguments(
     device: torch.device,
     bf16: bool = False,
 ) -> TrainingArguments:
-    """HF TrainingArguments for ``opt``; warm-up is given in epochs and converted to steps."""
+    """HF TrainingArguments for ``opt``; warm-up is given in epochs and converted to steps.
+
+    In a multi-process launch the global batch is ``batch_size × grad_accum × processes`` (each
+    process takes ``batch_size`` items per micro-batch), so an epoch has that many fewer steps.
+    Under DeepSpeed with ``mixed_precision: bf16`` (the shipped DeepSpeed configs) the trainer's
+    bf16 flag follows the launch, as DeepSpeed's config and HF's must agree."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    bf16 = bf16 or deepspeed_bf16()
     steps_per_epoch = max(1, math.ceil(n_examples / (opt.batch_size * opt.grad_accum * world)))
     warmup_steps = int(round(opt.warmup_epochs * steps_per_epoch))
     sched = {"linear": "linear", "constant": "constant_with_warmup", "cosine": "cosine"}[
@@ -49,3 +55,9 @@ def training_arguments(
         dataloader_num_workers=0,
         disable_tqdm=True,  # obliviate.progress draws the bar
     )
+
+
+def deepspeed_bf16() -> bool:
+    """Whether ``accelerate launch`` runs DeepSpeed in bf16 (its environment says so)."""
+    ds = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return ds and os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() == "bf16"

@@ -27,7 +27,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from obliviate import progress
+from obliviate import distributed, progress
 from obliviate.cache import CHECKPOINT_PREFIX, COMPLETE
 from obliviate.errors import DivergenceError
 
@@ -48,6 +48,11 @@ class GuardedTrainer(Trainer):
         abort_grad_norm: float | None,
         **kwargs: Any,
     ) -> None:
+        if distributed.in_solo():
+            raise RuntimeError(
+                f"{what}: training inside a main-process-only section of a multi-process launch "
+                "(the other processes would never join it); train before distributed.on_main"
+            )
         super().__init__(*args, **kwargs)
         self.what = what
         self.section = section
@@ -70,8 +75,10 @@ class GuardedTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         loss = self.step_loss(model, inputs, num_items_in_batch)
         value = float(loss.detach())
-        if not math.isfinite(value):
-            self.diverged(f"the loss is {value}")
+        bad = not math.isfinite(value)
+        # in a launch every process stops together (one waiting in backward would hang)
+        if distributed.any_flag(bad, loss.device):
+            self.diverged(f"the loss is {value}" if bad else "another process's loss is not finite")
         return (loss, None) if return_outputs else loss
 
     def _get_grad_norm(self, model, grad_norm=None):  # noqa: D102 - HF's pre-clip gradient norm
@@ -107,7 +114,9 @@ class GuardedTrainer(Trainer):
 
 def train(trainer: GuardedTrainer, resume: bool) -> Any:
     """``trainer.train()``, from the newest complete checkpoint when ``resume`` and one exists;
-    then the final-weights check. Returns HF's ``TrainOutput``."""
+    then the final-weights check (and, under DeepSpeed ZeRO-3, the gathering of the full weights
+    for the main process to save: :func:`obliviate.distributed.gather_weights`). Returns HF's
+    ``TrainOutput``."""
     work = Path(trainer.args.output_dir)
     ckpt = latest_checkpoint(work) if resume else None
     ok = False
@@ -117,6 +126,7 @@ def train(trainer: GuardedTrainer, resume: bool) -> Any:
     finally:  # a bar left open would print after the command's error line
         trainer.progress.close(ok)
     trainer.check_weights()
+    distributed.gather_weights(trainer, trainer.model)  # ZeRO-3: full weights for the main's save
     return out
 
 
@@ -137,18 +147,26 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
             continue
         if (d / COMPLETE).is_file():
             found.append((int(d.name[len(PREFIX) :]), d))
-        else:
+        elif distributed.is_main():  # in a launch the main process tidies
             shutil.rmtree(d, ignore_errors=True)
     return max(found)[1] if found else None
 
 
-def items_consumed(steps: int, n_items: int, batch_size: int, grad_accum: int) -> int:
-    """Training items fed in the first ``steps`` optimiser steps of a single-process run: each
-    epoch feeds every item once, in ``ceil(n / batch)`` batches, ``grad_accum`` batches a step
-    (an epoch's last step takes what is left)."""
+def items_consumed(
+    steps: int, n_items: int, batch_size: int, grad_accum: int, world: int = 1
+) -> int:
+    """Training items fed in the first ``steps`` optimiser steps: each epoch feeds every item
+    once, in ``ceil(n / batch)`` batches, ``grad_accum`` batches a step (an epoch's last step
+    takes what is left). With ``world`` > 1 processes: the items one process was fed, its
+    ``ceil(ceil(n / batch) / world)`` full batches an epoch (accelerate repeats items to fill an
+    epoch's last batches)."""
     batches = math.ceil(n_items / batch_size)
+    if world > 1:
+        batches = math.ceil(batches / world)
     per_epoch = math.ceil(batches / grad_accum)
     epochs, rest = divmod(steps, per_epoch)
+    if world > 1:
+        return (epochs * batches + min(rest * grad_accum, batches)) * batch_size
     return epochs * n_items + min(rest * grad_accum * batch_size, n_items)
 
 
@@ -213,8 +231,9 @@ class CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete once HF has written all of it."""
 
     def on_save(self, args, state, control, **kwargs):  # noqa: D102
+        distributed.barrier()  # in a launch: once every process has written its part
         d = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
-        if d.is_dir():
+        if d.is_dir() and distributed.is_main():
             (d / COMPLETE).write_text("ok\n")
 
 

@@ -4,6 +4,12 @@
 its loss, so accelerate / DeepSpeed / multi-process launches work unchanged. The reference model is
 loaded only when the method's requirements include ``"ref"``. With ``unlearn.mask`` set, training
 updates only the WAGLE-attributed weights (:mod:`obliviate.methods.mask`).
+
+Multi-process launches (:mod:`obliviate.distributed`): each process trains on its
+``batch_size`` slice of every global batch (``batch_size × grad_accum × processes``) with the
+retain / refusal pairing a one-process run with that global batch would draw; the reference model
+is prepared for the launch (its own engine under ZeRO-3); under ZeRO-3 the full weights are
+gathered after training for the main process to save.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
+from obliviate import distributed
 from obliviate.config import UnlearnConfig
 from obliviate.data.collate import UnlearnCollator, UnlearnDataset, qa_batches
 from obliviate.data.schema import QARecord
@@ -71,31 +78,53 @@ def run_unlearning(
     resume: bool = False,
     allow_pickle: bool = False,
     method: UnlearnMethod | None = None,
+    monitor: Any = None,
 ) -> dict[str, Any]:
     """Unlearn in place on ``model``; returns a small log (steps, seconds, final loss).
 
     ``method``: the loss to train with instead of ``cfg.method`` (ULD trains its assistant so).
+    ``monitor``: a :class:`~obliviate.training.select.Monitor` (``unlearn.eval_every``) that
+    evaluates during training and, with ``select_best``, leaves the best checkpoint's weights in
+    ``model`` at the end. With ``cfg.lora`` LoRA layers are injected into ``model`` (base frozen)
+    and the reference is ``model`` with its adapter disabled (:mod:`obliviate.training.lora`).
 
     Checkpoints (``cfg.save_every``) go under ``work_dir``; ``resume`` continues from the newest
     complete one there, with the same data order and retain pairing as an uninterrupted run.
     """
     method = method if method is not None else build_method(cfg.method, cfg.params)
+    distributed.check_zero3(cfg)
     req = method.requirements()
     refusals: list[str] = []
     if {"forget_idk", "retain_idk"} & req:
         from obliviate.data.refusals import load_refusals
 
         refusals = load_refusals()
-    ref = load_frozen(model_source, like=model, allow_pickle=allow_pickle) if "ref" in req else None
+    lora_info = None
+    if cfg.lora is not None:
+        from obliviate.training.lora import attach_lora, disabled_adapter_reference
+
+        lora_info = attach_lora(model, cfg.lora)
+        ref = disabled_adapter_reference(model) if "ref" in req else None
+    else:
+        ref = (
+            load_frozen(model_source, like=model, allow_pickle=allow_pickle)
+            if "ref" in req
+            else None
+        )
     dataset = UnlearnDataset(
         forget, retain if ({"retain", "retain_idk"} & req) else [], refusals, seed=cfg.seed
     )
+    world = distributed.world_size()
+    if world > 1:  # each process draws its slice of the one-process run's global batches
+        dataset.shard(distributed.rank(), world, cfg.batch_size)
     collator = UnlearnCollator(tokenizer, req, cfg.max_length)
     args = training_arguments(cfg, len(dataset), work_dir, device)
-    sample = _to_device(
-        collator([dataset[i] for i in range(min(len(dataset), cfg.batch_size))]), model.device
-    )
+    sample = _to_device(collator(dataset.first_batch(cfg.batch_size)), model.device)
     method.prepare(model, ref, sample)
+    if lora_info is not None:  # a method's own freezing (RMU) applies to the adapter only
+        from obliviate.training.lora import keep_adapter_trainable
+
+        keep_adapter_trainable(model, lora_info)
     guard, mask_info = None, None
     if cfg.mask is not None:  # after prepare: rank what stays trainable
         guard, mask_info = _weight_mask(
@@ -103,7 +132,7 @@ def run_unlearning(
         )
     done = resume_step(Path(work_dir), resume)
     # the retain / refusal draws an uninterrupted run made for the items already trained on
-    dataset.advance(items_consumed(done, len(dataset), cfg.batch_size, cfg.grad_accum))
+    dataset.advance(items_consumed(done, len(dataset), cfg.batch_size, cfg.grad_accum, world))
     trainer = UnlearnTrainer(
         model=model,
         args=args,
@@ -115,25 +144,33 @@ def run_unlearning(
         section="unlearn",
         abort_grad_norm=cfg.abort_grad_norm,
     )
+    trainer.ref_model = distributed.prepare_reference(trainer.ref_model, trainer)
     if guard is not None:
         trainer.add_callback(KeepUnselected(guard))
+    if monitor is not None:
+        monitor.bind(model, tokenizer, trainer)
+        trainer.add_callback(monitor)
     try:
         out = train(trainer, resume)
     finally:
         if guard is not None:
             guard.detach()
+    selection = monitor.finish(model) if monitor is not None else None
     model.eval()
     return {
         "method": cfg.method,
         "params": {k: getattr(method, k) for k in method.param_names()},
         "requirements": sorted(req),
-        "loaded_reference_model": ref is not None,
+        "loaded_reference_model": ref is not None and lora_info is None,
+        "reference": None if ref is None else ("adapter disabled" if lora_info else "frozen copy"),
         "steps": out.global_step,
         "train_seconds": out.metrics.get("train_runtime"),
         "train_loss": out.training_loss,
         "max_grad_norm": trainer.max_grad_norm_seen,
         "train_log": train_log(trainer.state.log_history),
         **({"mask": mask_info} if mask_info is not None else {}),
+        **({"lora": lora_info} if lora_info is not None else {}),
+        **({"selection": selection} if selection is not None else {}),
     }
 
 
@@ -170,8 +207,9 @@ def _weight_mask(
     if mcfg.path is not None:
         masks, made = load_mask(mcfg.path, model)
         info: dict[str, Any] = {"source": "file", "path": mcfg.path, "made_with": made}
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(mcfg.path, saved)
+        if distributed.is_main():  # in a launch every process has the same mask: one writes
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(mcfg.path, saved)
     elif resume and saved.is_file():
         masks, made = load_mask(saved, model, at="the interrupted run's mask")
         info = {"source": "computed", **made}
@@ -204,7 +242,9 @@ def _weight_mask(
             "retain_records": len(sample),
             **log,
         }
-        save_mask(masks, saved, info)
+        if distributed.is_main():
+            save_mask(masks, saved, info)
+    distributed.barrier()  # the file is written before any process reads it
     info.update(mask_stats(masks, trainable(model)))
     info["file"] = MASK_FILE
     info["sha256"] = file_sha256(saved)
