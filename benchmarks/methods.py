@@ -3,6 +3,8 @@
     python benchmarks/methods.py                       # all methods
     python benchmarks/methods.py ga npo me_gd          # a subset
     python benchmarks/methods.py --keep runs/methods   # keep models + per-sample eval JSON
+    python benchmarks/methods.py --seeds 3             # each method over unlearn.seed 0, 1, 2
+    python benchmarks/methods.py --seeds 2 ga          # the smallest seeded check
 
 Each method runs as ``obliviate unlearn demo methods/<m>`` in its own subprocess (the shipped
 per-method config over the demo's tiny-model schedule). Peak RSS is that subprocess's own
@@ -18,6 +20,11 @@ the task vector's fine-tune, ULD's assistant training, ECO's classifier and σ s
 millions of numbers in the artefact's own weight files: the whole model for a full model dir,
 only the extra tensors for a wrapper (marked ``[wrapper]``; its base is referenced, not copied).
 Rows such as ``npo+wagle`` are a method plus overrides (:data:`VARIANTS`).
+
+``--seeds N`` unlearns every method once per ``unlearn.seed`` in 0..N-1 (the same cached target
+and retain models) and prints each method's row as mean ± sample sd over the seeds
+(:func:`obliviate.repeat.aggregate_summaries`), the cost columns included; a cell that only some
+seeds produced says ``(n=k)``. The retain and target rows are single.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from obliviate.experiment import Experiment
 from obliviate.methods.base import method_names
 from obliviate.methods.mask import MASK_FILE
 from obliviate.models.io import load_tokenizer, read_card
+from obliviate.repeat import aggregate_summaries, stats_table
 
 COLUMNS: list[tuple[str, str, str]] = [
     ("model", "model", "{}"),
@@ -86,14 +94,16 @@ def stored_parameters(model_dir: str) -> tuple[str, int]:
     return artefact_kind(model_dir), total
 
 
-def run_unlearn(method: str, run_dir: Path, env: dict[str, str]) -> tuple[float, float]:
-    """``obliviate unlearn demo methods/<m>`` (plus a variant's overrides) in a subprocess;
-    returns (wall s, peak RSS MiB)."""
+def run_unlearn(
+    method: str, run_dir: Path, env: dict[str, str], overrides: tuple[str, ...] = ()
+) -> tuple[float, float]:
+    """``obliviate unlearn demo methods/<m>`` (plus a variant's and ``overrides``) in a
+    subprocess; returns (wall s, peak RSS MiB)."""
     base, extra = VARIANTS.get(method, (method, []))
     cmd = [sys.executable, "-m", "obliviate", "unlearn", "demo", f"methods/{base}", *extra]
-    cmd.append(f"run_dir={run_dir}")
+    cmd += [*overrides, f"run_dir={run_dir}"]
     t0 = time.perf_counter()
-    with open(run_dir.parent / f"{method}.log", "w") as log:
+    with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -130,12 +140,64 @@ def schedule_overrides(cfg: Any, methods: list[str]) -> list[str]:
     return out
 
 
+def _option(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """``flag VALUE`` taken out of ``argv``: (VALUE or None, the rest)."""
+    if flag not in argv:
+        return None, argv
+    i = argv.index(flag)
+    if i + 1 >= len(argv):
+        raise SystemExit(f"{flag} needs a value")
+    return argv[i + 1], argv[:i] + argv[i + 2 :]
+
+
+def evaluate_row(
+    cfg: Experiment, name: str, path: str, out: Path, reference: Any, rss: float | None
+) -> dict[str, Any]:
+    """One model's row: its full evaluation (the retain model's is already in ``out``), token
+    entropy, and for an unlearned model the cost columns from its card."""
+    if name == "retain":
+        summary = json.loads((out / "summary.json").read_text())
+    else:
+        summary = api.evaluate(cfg, path, out, reference=reference, overwrite=True)
+    card = read_card(path)
+    row: dict[str, Any] = {**summary, "model": name, "peak_rss_mb": rss}
+    row["forget_te"] = forget_token_entropy(out, path)
+    if card.get("stage") == "unlearn" and card.get("steps"):
+        row["s_per_step"] = card["train_seconds"] / card["steps"]
+        row["non_finite_steps"] = card.get("non_finite_steps")
+    if card.get("stage") == "unlearn":
+        # gradient methods: the trainer's runtime (+ WAGLE's attribution pass when
+        # masked); the others: the method's whole run (Fisher passes, fine-tuning, ...)
+        row["compute_s"] = card.get("seconds") or (
+            (card.get("train_seconds") or 0) + (card.get("mask") or {}).get("seconds", 0)
+        )
+        kind, n = stored_parameters(path)
+        row["stored_params"] = n / 1e6
+        if kind != "full model":  # a wrapper stores only its extra tensors
+            row["model"] = f"{name} [{kind}]"
+    return row
+
+
+def seeded_rows(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """Retain and target as they are; one row per method whose cells are mean ± sd over its
+    seeds' rows (named ``<m>/seed<s>``)."""
+    out = [r for r in rows if r["seed"] is None]
+    for m in methods:
+        runs = [r for r in rows if r["method"] == m and r["seed"] is not None]
+        label = runs[0]["model"].replace(f"{m}/seed{runs[0]['seed']}", m)
+        out.append({**aggregate_summaries(runs), "model": label})
+    return out
+
+
 def main(argv: list[str]) -> None:
-    keep: Path | None = None
-    if "--keep" in argv:
-        i = argv.index("--keep")
-        keep = Path(argv[i + 1])
-        argv = argv[:i] + argv[i + 2 :]
+    keep_arg, argv = _option(argv, "--keep")
+    seeds_arg, argv = _option(argv, "--seeds")
+    keep = Path(keep_arg) if keep_arg is not None else None
+    seeds: list[int] | None = None
+    if seeds_arg is not None:
+        if not seeds_arg.isdigit() or int(seeds_arg) < 1:
+            raise SystemExit(f"--seeds {seeds_arg}: give a positive count, e.g. --seeds 3")
+        seeds = list(range(int(seeds_arg)))
     methods = argv or [*method_names(), *VARIANTS]
     cfg = Experiment(load_config("demo", []))
     api.setup_runtime(cfg.cfg)
@@ -152,38 +214,24 @@ def main(argv: list[str]) -> None:
         evals = root / "eval"
         api.evaluate(cfg, retain, evals / "retain", overwrite=True, is_reference=True)
         reference = api.read_reference(evals / "retain", cfg.benchmark)
-        models: list[tuple[str, str, float | None]] = [("retain", retain, None)]
-        models.append(("target", target, None))
+        # (row name, method, seed, model path, peak RSS)
+        models: list[tuple[str, str, int | None, str, float | None]] = [
+            ("retain", "retain", None, retain, None),
+            ("target", "target", None, target, None),
+        ]
         for m in methods:
-            api.log(f"unlearning: {m}")
-            run_dir = root / "runs" / m
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            _, rss = run_unlearn(m, run_dir, env)
-            models.append((m, str(run_dir / "model"), rss))
-        for name, path, rss in models:
+            for s in seeds or [None]:
+                name = m if s is None else f"{m}/seed{s}"
+                api.log(f"unlearning: {m}" + ("" if s is None else f", seed {s}"))
+                run_dir = root / "runs" / name
+                run_dir.parent.mkdir(parents=True, exist_ok=True)
+                overrides = () if s is None else (f"unlearn.seed={s}",)
+                _, rss = run_unlearn(m, run_dir, env, overrides)
+                models.append((name, m, s, str(run_dir / "model"), rss))
+        for name, method, seed, path, rss in models:
             api.log(f"evaluating {name}")
-            out = evals / name
-            if name == "retain":
-                summary = json.loads((out / "summary.json").read_text())
-            else:
-                summary = api.evaluate(cfg, path, out, reference=reference, overwrite=True)
-            card = read_card(path)
-            row: dict[str, Any] = {**summary, "model": name, "peak_rss_mb": rss}
-            row["forget_te"] = forget_token_entropy(out, path)
-            if card.get("stage") == "unlearn" and card.get("steps"):
-                row["s_per_step"] = card["train_seconds"] / card["steps"]
-                row["non_finite_steps"] = card.get("non_finite_steps")
-            if card.get("stage") == "unlearn":
-                # gradient methods: the trainer's runtime (+ WAGLE's attribution pass when
-                # masked); the others: the method's whole run (Fisher passes, fine-tuning, ...)
-                row["compute_s"] = card.get("seconds") or (
-                    (card.get("train_seconds") or 0) + (card.get("mask") or {}).get("seconds", 0)
-                )
-                kind, n = stored_parameters(path)
-                row["stored_params"] = n / 1e6
-                if kind != "full model":  # a wrapper stores only its extra tensors
-                    row["model"] = f"{name} [{kind}]"
-            rows.append(row)
+            row = evaluate_row(cfg, name, path, evals / name, reference, rss)
+            rows.append({**row, "method": method, "seed": seed} if seeds else row)
     seconds = time.perf_counter() - t_all
     print(f"obliviate methods benchmark, {started:%Y-%m-%d %H:%M} UTC")
     print(
@@ -202,7 +250,14 @@ def main(argv: list[str]) -> None:
         "peak RSS: ru_maxrss of each method's own `obliviate unlearn` subprocess (os.wait4); "
         "TE: mean closer-look token entropy of forget-set generations"
     )
-    print(format_table(rows, COLUMNS))
+    if seeds is None:
+        print(format_table(rows, COLUMNS))
+    else:
+        print(
+            f"methods: mean ± sample sd over unlearn.seed {', '.join(map(str, seeds))} "
+            "(same target and retain models); retain and target rows are single"
+        )
+        print(stats_table(seeded_rows(rows, methods), COLUMNS, total=len(seeds)))
     bad = [r["model"] for r in rows if r.get("non_finite_steps")]
     print(f"non-finite steps: {', '.join(bad) if bad else 'none'}; total {seconds:.0f}s")
 

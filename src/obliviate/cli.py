@@ -23,6 +23,8 @@ COMMANDS = {
     "generate": "write the synthetic benchmark (TOFU-schema JSON splits) to a directory",
     "finetune": "fine-tune the tiny model on the full set (target) or the retain set",
     "unlearn": "run an unlearning method and save the model to <run_dir>/model",
+    "run": "unlearn and evaluate in one run dir; with --seeds N, N seeds and mean ± sd",
+    "sweep": "tune unlearn settings with an Optuna study (sweep.space); writes trials, Pareto set, best.yaml",
     "eval": "evaluate a model dir: per-sample JSON under <run_dir>/eval and <run_dir>/summary.json",
     "attack": "robustness attacks and probes on the unlearned model(s) of a run dir; results join its summary.json",
     "report": "write one self-contained HTML report (plots, metric table, per-sample browser) of run dirs",
@@ -113,9 +115,16 @@ def _command_parser(name: str) -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bars (status lines only; also OBLIVIATE_PROGRESS=0)",
     )
-    if name in ("finetune", "unlearn", "eval"):
+    if name in ("finetune", "unlearn", "eval", "run", "sweep"):
         sp.add_argument(
             "--overwrite", action="store_true", help="replace results already in run_dir"
+        )
+    if name in ("demo", "run"):
+        sp.add_argument(
+            "--seeds",
+            type=int,
+            metavar="N",
+            help="repeat with seeds 0..N-1 (unlearn.seed) and report mean ± sd (same as seeds=[...])",
         )
     if name in ("finetune", "unlearn"):
         sp.add_argument(
@@ -222,7 +231,12 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "attack":
         return _attack(args)
 
-    cfg = _load(args.items)
+    items = list(args.items)
+    if getattr(args, "seeds", None) is not None:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds {args.seeds} is not a positive count", "give --seeds 3")
+        items.append(f"seeds=[{','.join(str(i) for i in range(args.seeds))}]")
+    cfg = _load(items)
     from obliviate import api
 
     api.setup_runtime(cfg)
@@ -237,6 +251,14 @@ def run(argv: list[str] | None = None) -> int:
         print(path)
     elif args.command == "unlearn":
         print(api.unlearn(cfg, overwrite=args.overwrite, resume=args.resume))
+    elif args.command == "run":
+        from obliviate.repeat import print_run, run_experiment
+
+        print_run(run_experiment(cfg, overwrite=args.overwrite))
+    elif args.command == "sweep":
+        from obliviate.sweep import run_sweep
+
+        print(run_sweep(cfg, overwrite=args.overwrite))
     elif args.command == "eval":
         summary = api.evaluate(
             cfg, args.model or cfg.model.path, cfg.run_dir, overwrite=args.overwrite
@@ -280,7 +302,10 @@ def main(argv: list[str] | None = None) -> None:
         code = run(argv)
         sys.stdout.flush()
     except ObliviateError as e:
-        print(f"error: {e.one_line()}", file=sys.stderr)
+        from obliviate.progress import main_process
+
+        if main_process():  # under accelerate launch, one error line, not one per process
+            print(f"error: {e.one_line()}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
         print(

@@ -1,6 +1,9 @@
 """The demo: synthetic benchmark → target + retain models → GA / GradDiff / NPO → evaluate all → table.
 
-Data and models are cached by content hash, so a second run only re-evaluates.
+Data and models are cached by content hash, so a second run only re-evaluates. With ``seeds``
+(``--seeds N``) every method unlearns once per seed (``unlearn.seed``) into ``<method>/seed<s>/``
+and the table shows each method's mean ± sd; the target and retain rows stay single (they are
+not seeded by ``unlearn.seed``).
 """
 
 from __future__ import annotations
@@ -105,10 +108,12 @@ def run_demo(cfg: ExperimentConfig) -> list[dict[str, Any]]:
 
 
 def _previous_rows(run: Path) -> list[str]:
-    """The model folders a previous demo in ``run`` wrote (they are replaced, not mixed in)."""
+    """The model folders a previous demo in ``run`` wrote (they are replaced, not mixed in): a
+    row's name, or for a seeded row (``npo/seed0``) its method folder."""
     try:
         rows = json.loads((run / "summary.json").read_text()).get("rows", [])
-        return [str(r["model"]) for r in rows if "/" not in str(r.get("model", "/"))]
+        names = (str(r["model"]).split("/")[0] for r in rows if str(r.get("model", "")))
+        return list(dict.fromkeys(n for n in names if n not in ("", ".", "..")))
     except (OSError, ValueError, AttributeError, TypeError, KeyError):
         return []
 
@@ -116,10 +121,25 @@ def _previous_rows(run: Path) -> list[str]:
 def _run(
     exp: Experiment, configs: dict[str, ExperimentConfig], out: Path, final: Path, t0: float
 ) -> list[dict[str, Any]]:
-    """Train and score every model into ``out`` (the stage of the run dir ``final``)."""
+    """Train and score every model into ``out`` (the stage of the run dir ``final``).
+
+    With ``cfg.seeds`` each method unlearns once per seed: rows ``<method>/seed<s>`` (each
+    evaluated into that folder), the summary's ``aggregate`` holds each method's
+    :func:`~obliviate.repeat.aggregate_summaries` and the table one mean ± sd row per method."""
+    from obliviate.repeat import seed_config, seed_dir
+
     cfg = exp.cfg
     api.write_config(cfg, out)
-    steps = 2 + 2 * len(cfg.demo.methods) + 2
+    seeds = list(cfg.seeds) if cfg.seeds else None
+    # (row name, config, log label): one per method, or one per method and seed
+    runs = [
+        (m, configs[m], m)
+        if seeds is None
+        else (f"{m}/{seed_dir(s)}", seed_config(configs[m], s), f"{m}, seed {s}")
+        for m in cfg.demo.methods
+        for s in (seeds or [None])
+    ]
+    steps = 2 + 2 * len(runs) + 2
     step = iter(range(1, steps + 1))
 
     api.log(f"[{next(step)}/{steps}] target model (fine-tuned on all authors)")
@@ -128,9 +148,9 @@ def _run(
     retain = api.finetune(exp, "retain")
 
     models: list[tuple[str, str]] = [("retain", retain), ("target", target)]
-    for m in cfg.demo.methods:
-        api.log(f"[{next(step)}/{steps}] unlearning: {m}")
-        models.append((m, api.unlearned_model(exp.with_config(configs[m]))))
+    for name, run_cfg, label in runs:
+        api.log(f"[{next(step)}/{steps}] unlearning: {label}")
+        models.append((name, api.unlearned_model(exp.with_config(run_cfg))))
 
     rows = []
     reference = None
@@ -150,10 +170,37 @@ def _run(
             # named by where it will be once the demo's outputs are in place
             reference = dataclasses.replace(saved, source=f"saved evaluation {final / 'retain'}")
         rows.append({**summary, "model": name, "model_path": path})
+    if seeds is not None:
+        return _write_seeded(cfg, seeds, rows, out, t0)
     api.write_json(
         out / "summary.json", {"rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
     )
     (out / "table.txt").write_text(format_table(rows) + "\n")
+    return rows
+
+
+def _write_seeded(
+    cfg: ExperimentConfig, seeds: list[int], rows: list[dict[str, Any]], out: Path, t0: float
+) -> list[dict[str, Any]]:
+    """A seeded demo's ``summary.json`` (rows, seeds, per-method aggregate) and ``table.txt``
+    (retain and target as they are, each method as mean ± sd over the seeds)."""
+    from obliviate.repeat import aggregate_summaries, stats_table
+
+    methods = cfg.demo.methods
+    by_method = {
+        m: aggregate_summaries([r for r in rows if r["model"].split("/")[0] == m]) for m in methods
+    }
+    seconds = round(time.perf_counter() - t0, 1)
+    summary = {"rows": rows, "seeds": seeds, "aggregate": by_method, "seconds": seconds}
+    api.write_json(out / "summary.json", summary)
+    table_rows = [r for r in rows if r["model"] in ("retain", "target")]
+    table_rows += [{"model": m, **by_method[m]} for m in methods]
+    note = (
+        f"{', '.join(methods)}: mean ± sd over seeds {', '.join(map(str, seeds))} "
+        "(unlearn.seed); retain and target are trained once"
+    )
+    table = stats_table(table_rows, COLUMNS, total=len(seeds))
+    (out / "table.txt").write_text(f"{table}\n{note}\n")
     return rows
 
 
