@@ -1086,6 +1086,183 @@ def demo_heads_do_not_divide_width(tmp):
     return built(argv, "is not divisible by model.tiny.num_heads=4")
 
 
+# --- scale and reproducibility: LoRA, evaluation during training, seeds, sweeps ---------------
+
+
+@case("misread", "unlearn")
+def lora_on_a_training_free_method(tmp):
+    argv = ["unlearn", *MINI, "unlearn.method=ssd", "unlearn.lora.r=4", run_arg(tmp)]
+    return built(argv, "unlearn.lora is set", "is a training-free method")
+
+
+@case("nonfinite", "unlearn")
+def lora_rank_zero(tmp):
+    return built(["unlearn", *MINI, "unlearn.lora.r=0", run_arg(tmp)], "unlearn.lora.r=0")
+
+
+@case("cli", "unlearn")
+def lora_save_unknown(tmp):
+    argv = ["unlearn", *MINI, "unlearn.lora.save=both", run_arg(tmp)]
+    return built(argv, "unlearn.lora.save", "adapter, merged")
+
+
+@case("misread", "unlearn")
+def lora_with_a_mask(tmp):
+    argv = ["unlearn", *MINI, "unlearn.lora.r=4", "unlearn.mask.fraction=0.1", run_arg(tmp)]
+    return built(argv, "unlearn.lora and unlearn.mask are both set")
+
+
+@case("preflight", "unlearn", shared_cache=True)
+def lora_target_module_missing(tmp):
+    argv = ["unlearn", *MINI, "unlearn.lora.target_modules=[q_prj]", run_arg(tmp)]
+    return built(argv, "q_prj", "LlamaForCausalLM does not have")
+
+
+@case("preflight", "unlearn", shared_cache=True)
+def lora_rmu_module_without_adapter(tmp):
+    argv = [
+        "unlearn",
+        *MINI,
+        "unlearn.method=rmu",
+        "unlearn.lora.target_modules=[q_proj]",
+        run_arg(tmp),
+    ]
+    return built(argv, "add down_proj to unlearn.lora.target_modules")
+
+
+@case("misread", "unlearn")
+def select_best_without_eval_every(tmp):
+    argv = ["unlearn", *MINI, "unlearn.select_best=max forget_quality", run_arg(tmp)]
+    return built(argv, "unlearn.select_best is set but unlearn.eval_every is not")
+
+
+@case("cli", "unlearn")
+def eval_every_fractional_steps(tmp):
+    argv = ["unlearn", *MINI, "unlearn.eval_every=1.5 steps", run_arg(tmp)]
+    return built(argv, "is not a whole number of steps")
+
+
+@case("cli", "unlearn")
+def select_best_without_direction(tmp):
+    crit = "unlearn.select_best=forget_quality subject to model_utility >= 0.9*target"
+    return built(
+        ["unlearn", *MINI, "unlearn.eval_every=1", crit, run_arg(tmp)],
+        "does not start with max or min",
+    )
+
+
+@case("misread", "unlearn")
+def select_best_metric_not_evaluated(tmp):
+    argv = [
+        "unlearn",
+        *MINI,
+        "unlearn.eval_every=1",
+        "unlearn.select_best=max forget_rouge",
+        run_arg(tmp),
+    ]
+    return built(argv, "'forget_rouge', which is not in unlearn.eval_metrics")
+
+
+@case("cli", "unlearn")
+def eval_metrics_unknown(tmp):
+    argv = ["unlearn", *MINI, "unlearn.eval_every=1", "unlearn.eval_metrics=[bogus]", run_arg(tmp)]
+    return built(argv, "unknown metric 'bogus'")
+
+
+@case("cli", "run")
+def run_seeds_zero(tmp):
+    return built(["run", *MINI, "--seeds", "0", run_arg(tmp)], "--seeds 0 is not a positive count")
+
+
+@case("cli", "demo")
+def demo_seeds_repeated(tmp):
+    return built(["demo", *MINI, "seeds=[1,1]", run_arg(tmp)], "repeats a seed")
+
+
+@case("misread", "run")
+def run_seeds_a_number(tmp):
+    return built(["run", *MINI, "seeds=3", run_arg(tmp)], "seeds=3 is not a list of seeds")
+
+
+@case("misread", "sweep")
+def sweep_formula_nested_too_deep(tmp):
+    score = "sweep.score=" + "(" * 3000 + "1" + ")" * 3000
+    return built(["sweep", "demo", "sweeps/npo", score, run_arg(tmp)], "nests parentheses")
+
+
+@case("cli", "run")
+def run_seeds_empty(tmp):
+    return built(["run", *MINI, "seeds=[]", run_arg(tmp)], "seeds is empty")
+
+
+@case("run-dir", "run")
+def run_into_an_unlearn_run_dir(tmp):
+    (tmp / "run" / "model").mkdir(parents=True)
+    (tmp / "run" / "model" / "config.json").write_text("{}")
+    return built(["run", *MINI, run_arg(tmp)], "already holds results")
+
+
+@case("cli", "sweep")
+def sweep_no_trials(tmp):
+    argv = ["sweep", "demo", "sweeps/npo", "sweep.trials=0", run_arg(tmp)]
+    return built(argv, "sweep.trials=0 is out of range")
+
+
+@case("cli", "sweep")
+def sweep_unknown_objective(tmp):
+    argv = ["sweep", "demo", "sweeps/npo", "sweep.objective=best", run_arg(tmp)]
+    return built(argv, "sweep.objective='best' is not one of score, pareto")
+
+
+@case("cli", "sweep")
+def sweep_unknown_setting(tmp):
+    argv = [
+        "sweep",
+        "demo",
+        "sweeps/npo",
+        "sweep.space.unlearn.lrr={low: 1, high: 2}",
+        run_arg(tmp),
+    ]
+    return built(argv, "unlearn has no setting 'lrr'")
+
+
+@case("nonfinite", "sweep")
+def sweep_range_reversed(tmp):
+    space = "sweep.space.unlearn.lr={low: 1e-2, high: 1e-3}"
+    return built(["sweep", "demo", "sweeps/npo", space, run_arg(tmp)], "is not below high")
+
+
+@case("nonfinite", "sweep")
+def sweep_log_range_from_zero(tmp):
+    space = "sweep.space.unlearn.lr={low: 0, high: 1e-3, log: true}"
+    return built(["sweep", "demo", "sweeps/npo", space, run_arg(tmp)], "log scale needs low > 0")
+
+
+@case("misread", "sweep")
+def sweep_formula_unknown_metric(tmp):
+    argv = ["sweep", "demo", "sweeps/npo", "sweep.score=forget_qualty + 1", run_arg(tmp)]
+    return built(argv, "unknown metric 'forget_qualty'")
+
+
+@case("misread", "sweep")
+def sweep_over_the_method(tmp):
+    space = "sweep.space.unlearn.method={choices: [ga, npo]}"
+    return built(
+        ["sweep", "demo", "sweeps/npo", space, run_arg(tmp)], "unlearn.method cannot be swept"
+    )
+
+
+@case("preflight", "sweep")
+def sweep_bound_refused_by_the_method(tmp):
+    space = "sweep.space.unlearn.params.beta={low: 0, high: 1}"
+    return built(["sweep", "demo", "sweeps/npo", space, run_arg(tmp)], "the value 0.0 is refused")
+
+
+@case("cli", "sweep")
+def sweep_without_a_space(tmp):
+    return built(["sweep", "demo", run_arg(tmp)], "sweep.space is empty")
+
+
 # --- report and compare: run dirs they read -------------------------------------------------
 
 

@@ -671,3 +671,48 @@ def test_token_mean_losses_differ_by_the_per_process_weighting_and_evaluation_ru
     assert summary["forget_quality"] is not None  # the retain reference was found and scored
     assert summary["model"] == str((npo_runs.two / "model").resolve())
     assert (ev / "eval").is_dir() and (ev / "obliviate.log").read_text().count("$ obliviate") == 1
+
+
+def test_an_evaluation_built_by_the_main_process_is_read_by_the_others(
+    group, tmp_path, monkeypatch
+):
+    """``api.evaluate_results`` outside ``on_main`` (the retain reference of ``obliviate run`` or
+    of ``eval_every`` in a launch): the main process scores, the others read its cache entry."""
+    from types import SimpleNamespace
+
+    import obliviate.artefacts
+    import obliviate.eval.suite as suite
+    from obliviate import api
+    from obliviate.eval.suite import SuiteResult
+
+    scored: list[int] = []
+
+    def fake_splits(*a, **k):
+        scored.append(group.rank())
+        return SuiteResult([], {"x": "unavailable: test"}, {"forwards": 7})
+
+    monkeypatch.setattr(obliviate.artefacts, "load_artefact", lambda *a, **k: (None, None))
+    monkeypatch.setattr(suite, "evaluate_splits", fake_splits)
+    monkeypatch.setattr(api, "eval_cache_key", lambda *a, **k: {"k": "eval-read"})
+    cfg = SimpleNamespace(
+        eval=SimpleNamespace(reference_model=None),
+        model=SimpleNamespace(dtype="float32", allow_pickle=False),
+    )
+    exp = SimpleNamespace(cfg=cfg, cache=Cache(tmp_path), device="cpu", benchmark=None)
+    out = group.run(lambda r: api.evaluate_results(exp, "model", options=object()))
+    assert [kind for kind, _ in out] == ["ok", "ok"], out
+    assert scored == [0]
+    assert all(res.passes["forwards"] == 7 and hit is False for _, (res, hit) in out)
+
+
+def test_each_error_line_is_printed_by_the_process_it_happened_in(monkeypatch):
+    """The main process prints every error; another process its own only, not a copy rebuilt
+    from the main process's error nor a note that a peer failed."""
+    rebuilt = distributed._rebuilt(("ConfigError", "x is bad", "set x=1", 2))
+    own = ConfigError("y is bad", "set y=1")
+    monkeypatch.setenv("RANK", "1")
+    assert distributed.own_error(own)
+    assert not distributed.own_error(rebuilt)
+    assert not distributed.own_error(distributed.peer_failed("training"))
+    monkeypatch.setenv("RANK", "0")
+    assert distributed.own_error(rebuilt) and distributed.own_error(distributed.peer_failed("x"))

@@ -512,6 +512,39 @@ def test_resume_from_a_checkpoint_reproduces_the_adapter(tmp_path):
         assert torch.equal(p, q), n
 
 
+def test_adapter_init_follows_unlearn_seed_not_the_process_history(tmp_path):
+    """The adapter's random init (peft's lora_A) comes from ``unlearn.seed`` alone: a run after
+    other random draws in the same process (a target trained there, an earlier seed) gives the
+    adapter a fresh process would, so a cached result and its key agree; another seed differs."""
+    from obliviate.models.tokenizer import train_bpe_tokenizer
+    from obliviate.training.trainer import run_unlearning
+
+    forget = _records(4, "forget")
+    tok = train_bpe_tokenizer([t for r in forget for t in (r.question, r.answer)], 300)
+
+    def adapter(seed: int, noise: int) -> dict[str, torch.Tensor]:
+        cfg = load_config(
+            "demo",
+            [
+                "unlearn.method=ga",
+                "unlearn.lora.r=4",
+                "unlearn.max_steps=1",
+                "unlearn.batch_size=4",
+                "unlearn.max_length=32",
+                f"unlearn.seed={seed}",
+            ],
+        ).unlearn
+        model = random_llama(vocab_size=len(tok), pad_token_id=tok.pad_token_id).train()
+        torch.rand(noise)  # what the process drew before
+        work = tmp_path / f"w{seed}-{noise}"
+        run_unlearning(model, tok, "unused", forget, [], cfg, work, torch.device("cpu"))
+        return adapter_parameters(model)
+
+    a, b, c = adapter(0, 3), adapter(0, 1000), adapter(1, 3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if "lora_A" in k)
+
+
 # ------------------------------------------------------------------------------ end to end
 
 E2E = [

@@ -243,8 +243,10 @@ def evaluate_results(
         write_json(tmp / "results.json", holder["res"].to_json())
 
     entry, hit = exp.cache.get_or_build("eval", key, build)
-    if not hit:
+    if not hit and "res" in holder:
         return holder["res"], False
+    if not hit:  # a launch's other processes: the main process built it
+        return SuiteResult.from_json(json.loads((entry / "results.json").read_text())), False
     log(f"reusing cached evaluation ({entry.name})")
     return SuiteResult.from_json(json.loads((entry / "results.json").read_text())), True
 

@@ -302,9 +302,9 @@ def main(argv: list[str] | None = None) -> None:
         code = run(argv)
         sys.stdout.flush()
     except ObliviateError as e:
-        from obliviate.progress import main_process
+        from obliviate.distributed import own_error
 
-        if main_process():  # under accelerate launch, one error line, not one per process
+        if own_error(e):  # a launch: each error once, from the process it happened in
             print(f"error: {e.one_line()}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:

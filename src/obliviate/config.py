@@ -675,6 +675,12 @@ def load_config(
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
         _shadow_override(raw, key)
+    seeds = raw.get("seeds")
+    if seeds is not None and not isinstance(seeds, list | tuple):  # `seeds=3` is not [3]
+        raise ConfigError(
+            f"seeds={seeds!r} is not a list of seeds",
+            f"write seeds=[0,1,2] (or --seeds 3 for three seeds); seeds=[{seeds}] runs that one seed",
+        )
     cfg = from_dict(ExperimentConfig, _select_method(raw), at="")
     return cfg.validate()
 

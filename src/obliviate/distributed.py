@@ -257,8 +257,19 @@ def _rebuilt(info: tuple[str, str, str | None, int]) -> ObliviateError:
     if isinstance(cls, type) and issubclass(cls, ObliviateError):
         err = cls(what, fix)
         err.exit_code = code
+        err.from_main = True  # type: ignore[attr-defined]  # the main process printed it
         return err
     return PeerFailure(what, fix)
+
+
+def own_error(e: BaseException) -> bool:
+    """Whether this process should print ``e``: the main process prints every error; another
+    process only an error of its own (not one rebuilt from the main process's, nor a peer's)."""
+    from obliviate.progress import main_process
+
+    if main_process():
+        return True
+    return not isinstance(e, PeerFailure) and not getattr(e, "from_main", False)
 
 
 def peer_failed(what: str) -> PeerFailure:
@@ -296,6 +307,12 @@ def check_zero3(unlearn: Any) -> None:
     partitions instead of weights. ``unlearn``: an :class:`~obliviate.config.UnlearnConfig`."""
     if launch_zero_stage() != 3:
         return
+    refuse_under_zero3(unlearn)
+
+
+def refuse_under_zero3(unlearn: Any) -> None:
+    """The refusal of :func:`check_zero3`, for a stage known to be 3 (also from a trainer whose
+    DeepSpeed JSON config says so, which the launch environment does not)."""
     used = [
         name for name in ("lora", "mask", "eval_every") if getattr(unlearn, name, None) is not None
     ]

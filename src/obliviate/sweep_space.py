@@ -179,11 +179,16 @@ def parse_formula(text: str, at: str) -> Formula:
         tokens.append((kind, m.group(kind), m.start(kind)))
         pos = m.end()
     parser = _Parser(tokens, text, at)
-    tree = parser.expr()
-    if parser.i < len(tokens):
-        parser.fail("an operator or the end")
-    names: list[str] = []
-    _collect(tree, names)
+    try:
+        tree = parser.expr()
+        if parser.i < len(tokens):
+            parser.fail("an operator or the end")
+        names: list[str] = []
+        _collect(tree, names)
+    except RecursionError:
+        raise ConfigError(
+            f"{at} nests parentheses or signs too deeply", "write a flatter formula"
+        ) from None
     return Formula(text, tree, tuple(dict.fromkeys(names)))
 
 

@@ -381,7 +381,13 @@ def selection_key(exp: Any) -> dict[str, Any] | None:
     from obliviate.runs import model_fingerprint
 
     e, retain = cfg.eval, cfg.model.retain_path
+    tiny_retain = None
+    if retain is None and e.retain_eval is None and cfg.benchmark.name == "synthetic":
+        from obliviate.stages import _finetune_key  # the tiny retain model is the reference
+
+        tiny_retain = _finetune_key(exp, "retain")
     return {
+        "tiny_retain": tiny_retain,
         "eval": {
             "max_new_tokens": e.max_new_tokens,
             "batch_size": e.batch_size,

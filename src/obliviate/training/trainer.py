@@ -103,7 +103,9 @@ def run_unlearning(
     if cfg.lora is not None:
         from obliviate.training.lora import attach_lora, disabled_adapter_reference
 
-        lora_info = attach_lora(model, cfg.lora)
+        with torch.random.fork_rng(devices=[]):  # the adapter's init follows unlearn.seed alone
+            torch.manual_seed(cfg.seed)
+            lora_info = attach_lora(model, cfg.lora)
         ref = disabled_adapter_reference(model) if "ref" in req else None
     else:
         ref = (
@@ -144,6 +146,8 @@ def run_unlearning(
         section="unlearn",
         abort_grad_norm=cfg.abort_grad_norm,
     )
+    if distributed.deepspeed_stage(trainer) == 3:  # a DeepSpeed JSON config sets no env var
+        distributed.refuse_under_zero3(cfg)
     trainer.ref_model = distributed.prepare_reference(trainer.ref_model, trainer)
     if guard is not None:
         trainer.add_callback(KeepUnselected(guard))
