@@ -182,3 +182,12 @@ def test_composites_resample_their_terms_together():
         ta = np.where((terms <= 0).any(axis=1), 0.0, 4 / (1 / terms).sum(axis=1))
     assert s["semeval_task_aggregate"] == pytest.approx(4 / (2 + 2 + 2 + 1))
     assert s["ci95"]["semeval_task_aggregate"] == pytest.approx(percentile_interval(ta))
+
+
+def test_point_values_only_skip_the_bootstrap_and_keep_every_number():
+    """``intervals=False`` (evaluations during training, sweep trials): the same numbers, no
+    ``ci95``."""
+    ref = RetainReference([1.0, 1.5, 3.0], {}, "test")
+    full, points = summarize(_suite(), ref), summarize(_suite(), ref, intervals=False)
+    assert "ci95" not in points and "ci95_method" not in points
+    assert points == {k: v for k, v in full.items() if k not in ("ci95", "ci95_method")}

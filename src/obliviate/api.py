@@ -313,8 +313,8 @@ def evaluate(
         refs = [c.model.retain_path, c.eval.reference_model]
         check_inputs(exp, [model_path or c.model.path, *refs])
         path = model_path or stages.target_model(exp)
-        summary, result = _evaluate(exp, path, reference, is_reference, label=run.name)
-        _write_results(st.out, result, c.eval.write_generations)
+        summary, result = summarize_model(exp, path, reference, is_reference, label=run.name)
+        write_results(st.out, result, c.eval.write_generations)
         write_json(st.out / "summary.json", summary)
         if record_config:
             write_config(c, st.out)
@@ -349,9 +349,11 @@ def record_card_metrics(
         say(f"headline metrics added to the model card {Path(path) / 'README.md'}")
 
 
-def _evaluate(
+def summarize_model(
     exp: Experiment, path: str, reference: Any, is_reference: bool, label: str | None = None
 ) -> tuple[dict[str, Any], Any]:
+    """The evaluation of the model at ``path`` without writing a run dir: ``(summary.json's
+    content, the per-split results)``; :func:`evaluate` and ``obliviate run`` write them."""
     from obliviate.eval.summary import summarize
 
     e = exp.cfg.eval
@@ -408,7 +410,8 @@ def _evaluate(
     return summary, result
 
 
-def _write_results(run: Path, result: Any, generations: bool) -> None:
+def write_results(run: Path, result: Any, generations: bool) -> None:
+    """``<run>/eval/<split>.json``: the per-sample rows (without generations unless asked)."""
     drop = () if generations else ("generation", "paraphrased_generation")
     for r in result.splits:
         write_json(

@@ -183,15 +183,9 @@ def all_ok(ok: bool) -> bool:
     return all(votes)
 
 
-def any_true(flag: bool) -> bool:
-    """Whether any process reports ``flag`` (each must call this at the same point)."""
-    if not active():
-        return flag
-    return not all_ok(not flag)
-
-
 def any_flag(flag: bool, device: Any) -> bool:
-    """:func:`any_true` as one small all-reduce on ``device`` (cheap enough for every step)."""
+    """Whether any process reports ``flag`` (each must call this at the same point), as one
+    small all-reduce on ``device`` (cheap enough for every step)."""
     if not active():
         return flag
     import torch

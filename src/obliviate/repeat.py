@@ -20,7 +20,6 @@ serve ``obliviate demo --seeds`` and ``benchmarks/methods.py --seeds``.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import statistics
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 from obliviate.config import ExperimentConfig
 from obliviate.errors import ConfigError
+from obliviate.eval.directions import is_number
 from obliviate.tables import aligned
 
 SEED_DIR = re.compile(r"seed\d+")
@@ -41,23 +41,17 @@ MEAN_ROW = "mean ± sd"
 # aggregation
 
 
-def available(v: Any) -> bool:
-    """A metric value that counts: a finite int or float (not a bool, None, NaN, ±inf or an
-    ``"unavailable: …"`` line)."""
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def aggregate(values: Sequence[Any]) -> dict[str, Any]:
     """``{"mean", "sd", "n", "values"}`` of one metric over seeds: mean and sample standard
     deviation (ddof = 1) of the available values, ``n`` how many there were, ``values`` the
     per-seed values as given (None where unavailable). ``mean`` is None for n = 0, ``sd`` for
     n < 2."""
-    nums = [float(v) for v in values if available(v)]
+    nums = [float(v) for v in values if is_number(v)]
     return {
         "mean": statistics.fmean(nums) if nums else None,
         "sd": statistics.stdev(nums) if len(nums) >= 2 else None,
         "n": len(nums),
-        "values": [v if available(v) else None for v in values],
+        "values": [v if is_number(v) else None for v in values],
     }
 
 
@@ -66,7 +60,7 @@ def aggregate_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, dic
     order of first appearance (nested sections such as ``ci95`` are left out)."""
     keys: dict[str, None] = {}
     for s in summaries:
-        keys.update((k, None) for k, v in s.items() if available(v))
+        keys.update((k, None) for k, v in s.items() if is_number(v))
     return {k: aggregate([s.get(k) for s in summaries]) for k in keys}
 
 
@@ -92,7 +86,7 @@ def format_cell(v: Any, fmt: str, total: int | None = None) -> str:
     """One table cell: an :func:`aggregate` as mean ± sd, a number in ``fmt``, else ``-``."""
     if is_stat(v):
         return format_stat(v, fmt, total)
-    if available(v):
+    if is_number(v):
         return fmt.format(v)
     return "-"
 
@@ -223,9 +217,9 @@ def _unlearn_and_evaluate(
 
     def evaluate() -> dict[str, Any]:
         model = str(out / "model")
-        summary, result = api._evaluate(exp, model, reference, False, label=final.name)
+        summary, result = api.summarize_model(exp, model, reference, False, label=final.name)
         summary["model"] = str((final / "model").resolve())
-        api._write_results(out, result, exp.cfg.eval.write_generations)
+        api.write_results(out, result, exp.cfg.eval.write_generations)
         write_json(out / "summary.json", summary)
         return summary
 

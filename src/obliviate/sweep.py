@@ -146,7 +146,11 @@ class Plan:
 
         keys = {f"{r.name}_{k}" for r in result.splits for k in r.aggregates if k != "n"}
         keys |= self.summary_keys
-        return {k: v for k, v in numbers(summarize(result, self.reference)).items() if k in keys}
+        return {
+            k: v
+            for k, v in numbers(summarize(result, self.reference, intervals=False)).items()
+            if k in keys
+        }
 
 
 def run_trial(exp: Experiment, cfg: ExperimentConfig, plan: Plan, label: str) -> dict[str, Any]:

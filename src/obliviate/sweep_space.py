@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from obliviate.errors import ConfigError
+from obliviate.eval.directions import is_number
 
 OBJECTIVES = ("score", "pareto")
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -82,20 +83,16 @@ def derived_values(summary: dict[str, Any], target: dict[str, Any] | None) -> di
     ``target`` (the target model's summary, the same way derived)."""
     out: dict[str, Any] = {}
     fq = summary.get("forget_quality")
-    if _number(fq):
+    if is_number(fq):
         out["log10_forget_quality"] = math.log10(max(float(fq), FQ_FLOOR))
     if target is None:
         return out
     own = {**target, **derived_values(target, None)}
-    out.update({TARGET + k: v for k, v in own.items() if _number(v)})
+    out.update({TARGET + k: v for k, v in own.items() if is_number(v)})
     mu, tmu = summary.get("model_utility"), target.get("model_utility")
-    if _number(mu) and _number(tmu) and tmu > 0:
+    if is_number(mu) and is_number(tmu) and tmu > 0:
         out["model_utility_ratio"] = float(mu) / float(tmu)
     return out
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def missing_reason(name: str, values: dict[str, Any]) -> str:
@@ -277,7 +274,7 @@ def _eval(node: tuple, values: dict[str, Any]) -> float:
         return node[1]
     if op == "name":
         v = values.get(node[1])
-        return float(v) if _number(v) else math.nan
+        return float(v) if is_number(v) else math.nan
     if op == "neg":
         return -_eval(node[1], values)
     if op == "log10":

@@ -77,11 +77,14 @@ def summarize(
     reference: RetainReference | None,
     is_reference: bool = False,
     mmlu: float | None = None,
+    intervals: bool = True,
 ) -> dict[str, Any]:
     """The flat summary of one model's results (see the module docstring).
 
     ``is_reference``: this model is the retain model (forget quality 1, PrivLeak 0 by definition).
     ``mmlu``: MMLU accuracy for the SemEval utility (else model utility stands in, and says so).
+    ``intervals``: add the bootstrap ``ci95`` (off where only point values are read: the
+    evaluations during training and a sweep's trials).
     """
     out: dict[str, Any] = {}
     for r in result.splits:
@@ -91,6 +94,8 @@ def summarize(
     inputs = SummaryInput(result, reference, is_reference, mmlu)
     for fn in _SUMMARIES.values():
         out.update(fn(inputs, out))
+    if not intervals:
+        return out
     out["ci95"] = bootstrap_intervals(result, out)
     out["ci95_method"] = (
         f"percentile bootstrap over samples: B={BOOTSTRAP_RESAMPLES} resamples of each split, "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from obliviate.errors import ConfigError
+from obliviate.eval.directions import is_number
 
 EXAMPLE = "max forget_quality subject to model_utility >= 0.9*target"
 """The criterion the error messages show."""
@@ -256,13 +257,13 @@ class Bound:
         if not self.relative:
             return self.value
         base = target.get(self.metric)
-        return self.value * base if _is_number(base) else math.nan
+        return self.value * base if is_number(base) else math.nan
 
     def shortfall(self, row: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[bool, float]:
         """``(satisfied, how far short relative to the threshold)``; a missing value is
         unsatisfied by an infinite amount."""
         v, t = row.get(self.metric), self.threshold(target)
-        if not _is_number(v) or math.isnan(t):
+        if not is_number(v) or math.isnan(t):
             return False, math.inf
         ok = {">=": v >= t, "<=": v <= t, ">": v > t, "<": v < t}[self.op]
         gap = max(0.0, t - v) if self.op in (">=", ">") else max(0.0, v - t)
@@ -291,7 +292,7 @@ class Criterion:
         objective; then by the smallest total relative shortfall; ties to the earliest step.
         A candidate whose objective is not a number comes last."""
         obj = row.get(self.metric)
-        if not _is_number(obj):
+        if not is_number(obj):
             return (2, 0.0, 0.0, row["step"])
         results = [b.shortfall(row, target) for b in self.bounds]
         sat = all(ok for ok, _ in results)
@@ -299,7 +300,7 @@ class Criterion:
         return (0 if sat else 1, 0.0 if sat else sum(g for _, g in results), score, row["step"])
 
     def satisfied(self, row: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
-        return _is_number(row.get(self.metric)) and all(
+        return is_number(row.get(self.metric)) and all(
             b.shortfall(row, target)[0] for b in self.bounds
         )
 
@@ -313,10 +314,6 @@ def _clean(v: Any) -> Any:
     except (TypeError, ValueError):
         return f"unavailable: {v!r}"
     return f if math.isfinite(f) else f"unavailable: {f}"
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 _DIRECTIONS = {

@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.errors import ConfigError
+from obliviate.eval.directions import is_number
 from obliviate.training.criteria import (
     Criterion,
     Every,
     MetricPlan,
     _clean,
-    _is_number,
     choose,
     eval_steps,
     parse_criterion,
@@ -156,7 +156,7 @@ class Monitor:
 
         progress.detail(f"{self.what} evaluation: {json.dumps(row)}")
         shown = ", ".join(
-            f"{n} {row[n]:.4g}" if _is_number(row[n]) else f"{n} n/a" for n in self.names
+            f"{n} {row[n]:.4g}" if is_number(row[n]) else f"{n} n/a" for n in self.names
         )
         progress.log(
             f"evaluated step {row['step']}/{state.max_steps} (epoch {row['epoch']:.3g}): {shown}"
@@ -182,7 +182,7 @@ class Monitor:
         crit = self.criterion
         assert crit is not None
         for n in crit.metrics:
-            if not _is_number(row.get(n)):
+            if not is_number(row.get(n)):
                 raise ConfigError(
                     f"unlearn.select_best reads {n}, which is {row.get(n)!r} for the target "
                     "model (step 0)",
@@ -365,7 +365,7 @@ def suite_measure(bench: Any, plan: MetricPlan, options: Any, reference: Any = N
             unavailable.update(res.unavailable)
         order = {s.name: i for i, s in enumerate(bench.eval_splits)}
         splits.sort(key=lambda r: order[r.name])
-        summary = summarize(SuiteResult(splits, unavailable), reference)
+        summary = summarize(SuiteResult(splits, unavailable), reference, intervals=False)
         return {n: summary.get(n, "unavailable: not computed") for n in plan.names}
 
     return measure
